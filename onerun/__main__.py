@@ -1,0 +1,5 @@
+"""``python -m onerun``."""
+
+from onerun.entry import main
+
+main()

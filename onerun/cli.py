@@ -1,0 +1,115 @@
+"""The click CLI: arguments in, exit codes out. All logic lives in the modules it calls.
+
+Exit codes (README): 0 ok, 1 unexpected error, 2 invalid settings, 3 unsafe state
+refused, 4 a dependency (the DB) not available in time. Only ``main`` turns errors
+into exit codes.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from onerun import __version__
+from onerun.errors import EXIT_UNEXPECTED, OnerunError
+from onerun.layout import Layout
+from onerun.log import Logger
+from onerun.settings import Settings, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def root_option(func: F) -> F:
+    """``--root DIR``: every absolute path lives under DIR (default $ONERUN_ROOT or /)."""
+    return click.option(
+        "--root",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="Prefix for every path (tests, demos). Default: $ONERUN_ROOT or /.",
+    )(func)
+
+
+def load(root: str | None) -> tuple[Settings, Layout]:
+    """Settings from the environment and the layout for ``root``."""
+    settings = load_settings(os.environ, root=root)
+    return settings, Layout.from_env(settings.root)
+
+
+def logger_for(settings: Settings | None = None) -> Logger:
+    fmt = settings.log_format if settings else os.environ.get("ONERUN_LOG_FORMAT", "text")
+    return Logger(fmt)
+
+
+def reports_errors(func: F) -> F:
+    """Print an OnerunError as one clear message and exit with its code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except OnerunError as exc:
+            logger_for().error(str(exc))
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Run the OpenNebula front-end in a container."""
+
+
+@cli.command()
+def version() -> None:
+    """Print onerun's version."""
+    click.echo(f"onerun {__version__}")
+
+
+@cli.command()
+@root_option
+@reports_errors
+def render(root: str | None) -> None:
+    """Validate settings and write the rendered configs into /etc/one (nothing else)."""
+    from onerun.plan import ApplyContext, Plan
+    from onerun.render import render_configs
+
+    settings, layout = load(root)
+    log = logger_for(settings)
+    plan = Plan(actions=list(render_configs(settings, layout)))
+    account = layout.oneadmin
+    plan.apply(ApplyContext(layout, account.uid, account.gid, log.info))
+    for step in plan.describe():
+        if step["action"] == "write":
+            log.info(f"wrote {step['path']} ({step['mode']}, {step['content']})")
+
+
+@cli.command()
+@root_option
+@click.option("--dry-run", is_flag=True, help="Show the plan and its exit code; change nothing.")
+@reports_errors
+def start(root: str | None, dry_run: bool) -> None:
+    """Prepare the container and hand over to supervisord."""
+    from onerun.start import run_start
+
+    settings, layout = load(root)
+    sys.exit(run_start(settings, layout, logger_for(settings), dry_run=dry_run))
+
+
+# Commands of other modules are registered below, one import and one add_command each.
+# (No probe here: ``onerun probe`` is dispatched in onerun.entry without loading click.)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except OnerunError as exc:  # pragma: no cover - commands report their own errors
+        logger_for().error(str(exc))
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        logger_for().error(f"unexpected error: {exc.__class__.__name__}: {exc}")
+        sys.exit(EXIT_UNEXPECTED)

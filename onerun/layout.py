@@ -1,0 +1,192 @@
+"""Every filesystem path onerun touches, derived from one optional root prefix.
+
+Stdlib only (the probe imports it). Tests and demos pass ``--root DIR`` (or set
+``ONERUN_ROOT``) so nothing outside DIR is read or written; in the image the root is ``/``.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+ONEADMIN = "oneadmin"
+# The ids the OpenNebula packages give oneadmin; used where the user does not exist.
+ONEADMIN_FALLBACK_ID = 9869
+
+# Service auth files oned writes during the user bootstrap, per release (reference 1.3).
+SERVICE_AUTH_FILES = ("sunstone_auth", "onegate_auth", "oneflow_auth", "oneform_auth", "oneks_auth")
+
+
+@dataclass(frozen=True)
+class Account:
+    """The account OpenNebula's programs run as."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+
+def lookup_oneadmin() -> Account:
+    """oneadmin from the passwd database, or the packages' fixed ids where it is absent."""
+    try:
+        entry = pwd.getpwnam(ONEADMIN)
+    except KeyError:
+        return Account(ONEADMIN, ONEADMIN_FALLBACK_ID, ONEADMIN_FALLBACK_ID, "/var/lib/one")
+    return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths under ``root``. Absolute container paths are written as they are in the image."""
+
+    root: Path = Path("/")
+
+    @classmethod
+    def from_env(cls, root: str | os.PathLike[str] | None = None) -> Layout:
+        """The layout for ``root``, else ``$ONERUN_ROOT``, else ``/``."""
+        chosen = root if root is not None else os.environ.get("ONERUN_ROOT") or "/"
+        return cls(Path(chosen).resolve())
+
+    def path(self, absolute: str) -> Path:
+        """Map an absolute container path under the root prefix."""
+        return self.root / absolute.lstrip("/")
+
+    # --- configuration ---------------------------------------------------------------
+    @property
+    def etc_one(self) -> Path:
+        """Rendered configs, written fresh at every start."""
+        return self.path("/etc/one")
+
+    @property
+    def etc_dist(self) -> Path:
+        """Pristine packaged configs (the image copies /etc/one here at build time)."""
+        return self.path("/usr/share/one/etc-dist")
+
+    @property
+    def remotes_dist(self) -> Path:
+        """Pristine drivers and probes (the image copies /var/lib/one/remotes here)."""
+        return self.path("/usr/share/one/remotes-dist")
+
+    @property
+    def ssh_config_dist(self) -> Path:
+        """The packaged ~oneadmin/.ssh/config, hidden by the volume."""
+        return self.path("/usr/share/one/ssh/config")
+
+    # --- the persistent volume -------------------------------------------------------
+    @property
+    def var_lib_one(self) -> Path:
+        return self.path("/var/lib/one")
+
+    @property
+    def remotes(self) -> Path:
+        return self.path("/var/lib/one/remotes")
+
+    @property
+    def dot_one(self) -> Path:
+        return self.path("/var/lib/one/.one")
+
+    @property
+    def one_auth(self) -> Path:
+        return self.dot_one / "one_auth"
+
+    @property
+    def one_key(self) -> Path:
+        return self.dot_one / "one_key"
+
+    def service_auth(self, name: str) -> Path:
+        """One of SERVICE_AUTH_FILES in ~/.one."""
+        return self.dot_one / name
+
+    @property
+    def ssh_dir(self) -> Path:
+        return self.path("/var/lib/one/.ssh")
+
+    @property
+    def sqlite_db(self) -> Path:
+        """oned always uses this file for sqlite (reference 1.1 step 6)."""
+        return self.path("/var/lib/one/one.db")
+
+    @property
+    def backups(self) -> Path:
+        return self.path("/var/lib/one/backups")
+
+    @property
+    def state_dir(self) -> Path:
+        """onerun's own records on the volume."""
+        return self.path("/var/lib/one/.onerun")
+
+    @property
+    def volume_marker(self) -> Path:
+        """Written once oned answered on a bootstrapped DB: versions of that start."""
+        return self.state_dir / "last-start.json"
+
+    @property
+    def restore_failed_marker(self) -> Path:
+        """Present while a failed restore leaves the DB in an unknown state."""
+        return self.state_dir / "restore-failed.json"
+
+    # --- ephemeral runtime -----------------------------------------------------------
+    @property
+    def log_dir(self) -> Path:
+        return self.path("/var/log/one")
+
+    @property
+    def run_one(self) -> Path:
+        return self.path("/run/one")
+
+    @property
+    def ssh_socks(self) -> Path:
+        return self.path("/run/one/ssh-socks")
+
+    @property
+    def ssh_agent_sock(self) -> Path:
+        return self.path("/run/one/ssh-agent.sock")
+
+    @property
+    def lock_dir(self) -> Path:
+        return self.path("/var/lock/one")
+
+    @property
+    def lock_file(self) -> Path:
+        """oned's O_EXCL lock; stale after a SIGKILL (reference 1.4)."""
+        return self.lock_dir / "one"
+
+    @property
+    def run_onerun(self) -> Path:
+        return self.path("/run/onerun")
+
+    @property
+    def supervisor_conf(self) -> Path:
+        return self.run_onerun / "supervisord.conf"
+
+    @property
+    def supervisor_sock(self) -> Path:
+        return self.run_onerun / "supervisor.sock"
+
+    @property
+    def maintenance_flag(self) -> Path:
+        """Present while ONERUN_MAINTENANCE=1: the probes read it."""
+        return self.run_onerun / "maintenance"
+
+    # --- what the image installed ----------------------------------------------------
+    @property
+    def opennebula_rb(self) -> Path:
+        """Holds ``VERSION = '7.0.2'``: the image's exact release."""
+        return self.path("/usr/lib/one/ruby/opennebula.rb")
+
+    @property
+    def database_schema_rb(self) -> Path:
+        """Holds LATEST_DB_VERSION / LATEST_LOCAL_DB_VERSION: what this release expects."""
+        return self.path("/usr/lib/one/ruby/onedb/database_schema.rb")
+
+    def binary(self, absolute: str) -> Path:
+        """An installed program such as /usr/bin/oned, under the root."""
+        return self.path(absolute)
+
+    @cached_property
+    def oneadmin(self) -> Account:
+        return lookup_oneadmin()

@@ -1,0 +1,208 @@
+"""The plan: an ordered list of small, idempotent actions that can describe and apply themselves.
+
+``start --dry-run`` describes the plan; ``start`` applies the same plan. Every action's
+``describe`` returns a flat dict (text and JSON output both come from it) and never
+contains a secret: file contents are described by size and purpose only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from onerun.errors import EXIT_OK, UnsafeStateError
+from onerun.fsutil import atomic_write, chown_if_root, running_as_root
+from onerun.layout import Layout
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ApplyContext:
+    """What actions need to change the world."""
+
+    layout: Layout
+    uid: int
+    gid: int
+    log: Log
+
+
+class Action(Protocol):
+    def describe(self) -> dict[str, Any]:
+        """A flat, secret-free description for the dry-run output."""
+        ...
+
+    def apply(self, ctx: ApplyContext) -> None:
+        """Make it so; doing it twice changes nothing more."""
+        ...
+
+
+def _mode(mode: int) -> str:
+    return f"{mode:04o}"
+
+
+@dataclass(frozen=True)
+class Check:
+    """A decision the policy took, shown in the plan; applying it only logs it."""
+
+    name: str
+    result: str  # "ok", "skipped", "note"
+    detail: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"action": "check", "name": self.name, "result": self.result, "detail": self.detail}
+
+    def apply(self, ctx: ApplyContext) -> None:
+        if self.result != "ok":
+            ctx.log(f"{self.name}: {self.result}: {self.detail}")
+
+
+@dataclass(frozen=True)
+class EnsureDirectory:
+    """Create a directory, or fix its own owner and mode; never touches its contents."""
+
+    path: Path
+    mode: int
+    owned_by_oneadmin: bool = True
+    why: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        owner = "oneadmin" if self.owned_by_oneadmin else "unchanged"
+        return {"action": "ensure-dir", "path": str(self.path), "owner": owner,
+                "mode": _mode(self.mode), "why": self.why}
+
+    def apply(self, ctx: ApplyContext) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        status = self.path.stat()
+        if self.owned_by_oneadmin and (status.st_uid, status.st_gid) != (ctx.uid, ctx.gid):
+            chown_if_root(self.path, ctx.uid, ctx.gid)
+        if status.st_mode & 0o7777 != self.mode:
+            with contextlib.suppress(PermissionError):
+                os.chmod(self.path, self.mode)
+
+
+@dataclass(frozen=True)
+class WriteFile:
+    """Write a file atomically, owned by oneadmin. ``sensitive`` content is never shown."""
+
+    path: Path
+    content: bytes = field(repr=False)
+    mode: int
+    why: str
+    sensitive: bool = False
+    only_if_absent: bool = False
+
+    def describe(self) -> dict[str, Any]:
+        what = "secret" if self.sensitive else f"{len(self.content)} bytes"
+        return {"action": "write", "path": str(self.path), "owner": "oneadmin",
+                "mode": _mode(self.mode), "content": what, "why": self.why,
+                **({"only_if_absent": True} if self.only_if_absent else {})}
+
+    def apply(self, ctx: ApplyContext) -> None:
+        if self.only_if_absent and self.path.exists():
+            return
+        atomic_write(self.path, self.content, self.mode, ctx.uid, ctx.gid)
+
+
+@dataclass(frozen=True)
+class RemoveFile:
+    """Remove a file that is provably ours to remove; the reason is logged."""
+
+    path: Path
+    why: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"action": "remove", "path": str(self.path), "why": self.why}
+
+    def apply(self, ctx: ApplyContext) -> None:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            return
+        ctx.log(f"removed {self.path}: {self.why}")
+
+
+@dataclass(frozen=True)
+class ReplaceTree:
+    """Replace ``target`` with a copy of ``source`` (the image's remotes), via a sibling rename.
+
+    Only the copy is chowned (it is ours, we just made it); the old tree is removed after
+    the new one is in place, so an interruption leaves one complete tree.
+    """
+
+    source: Path
+    target: Path
+    why: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"action": "replace-tree", "path": str(self.target), "source": str(self.source),
+                "owner": "oneadmin", "why": self.why}
+
+    def apply(self, ctx: ApplyContext) -> None:
+        staging = self.target.with_name(f".{self.target.name}.new")
+        old = self.target.with_name(f".{self.target.name}.old")
+        for leftover in (staging, old):
+            if leftover.exists():
+                shutil.rmtree(leftover)
+        shutil.copytree(self.source, staging, symlinks=True)
+        if running_as_root():
+            for directory, dirnames, filenames in os.walk(staging):
+                os.chown(directory, ctx.uid, ctx.gid, follow_symlinks=False)
+                for name in dirnames + filenames:
+                    os.chown(os.path.join(directory, name), ctx.uid, ctx.gid, follow_symlinks=False)
+        if self.target.exists():
+            self.target.rename(old)
+        staging.rename(self.target)
+        if old.exists():
+            shutil.rmtree(old)
+        ctx.log(f"refreshed {self.target} from {self.source}: {self.why}")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The policy's decision not to start: why, and what the operator should do."""
+
+    reason: str
+    fix: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"action": "refuse", "reason": self.reason, "fix": self.fix}
+
+    def error(self) -> UnsafeStateError:
+        return UnsafeStateError(self.reason, self.fix)
+
+
+@dataclass
+class Plan:
+    """What start will do, in order; ``refusal`` set means it stops before changing anything."""
+
+    actions: list[Action] = field(default_factory=list)
+    refusal: Refusal | None = None
+    command: Sequence[str] = ()
+
+    def add(self, action: Action) -> None:
+        self.actions.append(action)
+
+    @property
+    def exit_code(self) -> int:
+        return self.refusal.error().exit_code if self.refusal else EXIT_OK
+
+    def describe(self) -> list[dict[str, Any]]:
+        steps = [action.describe() for action in self.actions]
+        if self.refusal is not None:
+            steps.append(self.refusal.describe())
+        elif self.command:
+            steps.append({"action": "exec", "command": " ".join(self.command)})
+        return steps
+
+    def apply(self, ctx: ApplyContext) -> None:
+        """Apply every action in order; a refusal is raised before any of them runs."""
+        if self.refusal is not None:
+            raise self.refusal.error()
+        for action in self.actions:
+            action.apply(ctx)

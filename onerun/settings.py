@@ -1,0 +1,388 @@
+"""Settings: the environment (and ``*_FILE`` secrets) read once into a frozen object.
+
+Every problem is collected before failing, so an operator fixes them all in one go
+(Bitnami's validation style); the message names the variable, the rule and the fix, and
+never a secret value. Variable names stay compatible with the community image.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from onerun.errors import Problem, SettingsError
+from onerun.secret import Secret
+from onerun.services import SERVICE_NAMES
+
+DbBackend = Literal["sqlite", "mysql"]
+LogFormat = Literal["text", "json"]
+
+SECRET_VARIABLES = ("ONEADMIN_PASSWORD", "DB_PASSWORD", "ONE_KEY")
+
+# ONERUN_CONFIG sections, by the grammar of the file each one overrides.
+TEMPLATE_SECTIONS = ("oned", "monitord")
+YAML_SECTIONS = ("oneflow", "onegate", "fireedge", "oneform", "onehem", "oneks")
+
+ONE_KEY_MIN_LENGTH = 32  # oned uses the first 32 bytes as an AES-256 key (reference 1.5)
+PASSWORD_MAX_BYTES = 256  # oned's core auth driver limit (reference 1.2)
+_PASSWORD_FORBIDDEN = frozenset('"\\\'')
+# oned runs CREATE DATABASE IF NOT EXISTS <name> unquoted (reference 2.5).
+_UNQUOTED_IDENTIFIER = re.compile(r"^(?![0-9]+$)[0-9A-Za-z_$]{1,64}$")
+_HOSTISH = re.compile(r"^[A-Za-z0-9._:\-\[\]%]+$")
+_ATTRIBUTE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything onerun was told. Secrets are ``Secret`` objects that print as a mask."""
+
+    oneadmin_password: Secret | None = None
+    db_password: Secret | None = None
+    one_key: Secret | None = None
+    db_backend: DbBackend = "sqlite"
+    db_host: str | None = None
+    db_port: int = 3306
+    db_user: str = "oneadmin"
+    db_name: str = "opennebula"
+    hostname: str | None = None
+    monitor_address: str | None = None
+    listen_address: str = "0.0.0.0"  # noqa: S104 - the chart's Service must reach the APIs
+    config_file: Path | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    db_wait_timeout: float = 300.0
+    log_format: LogFormat = "text"
+    root: Path | None = None
+    services: frozenset[str] | None = None  # None: every installed service
+    accept_empty_db: bool = False
+    ssh_dir: Path | None = None
+    maintenance: bool = False
+    backup_keep: int = 5
+
+    def service_enabled(self, name: str) -> bool:
+        """Whether the operator selected ``name`` (installation is checked elsewhere)."""
+        return self.services is None or name in self.services
+
+
+class _Collector:
+    """Reads variables and records problems instead of raising at the first one."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.problems: list[Problem] = []
+
+    def problem(self, variable: str, rule: str, fix: str) -> None:
+        self.problems.append(Problem(variable, rule, fix))
+
+    def text(self, name: str) -> str | None:
+        value = self.environ.get(name)
+        return value if value not in (None, "") else None
+
+    def secret(self, name: str) -> Secret | None:
+        """``NAME`` or ``NAME_FILE`` (file content minus one trailing newline), not both."""
+        direct = self.environ.get(name)
+        file_var = f"{name}_FILE"
+        path = self.environ.get(file_var)
+        if direct not in (None, "") and path not in (None, ""):
+            self.problem(
+                name, f"both {name} and {file_var} are set", f"set only one of {name}, {file_var}"
+            )
+            return None
+        if path:
+            try:
+                content = Path(path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                self.problem(
+                    file_var,
+                    f"cannot read {path}: {reason}",
+                    "mount the secret file there, readable by this user",
+                )
+                return None
+            return Secret(content.removesuffix("\n"))
+        return Secret(direct) if direct else None
+
+    def boolean(self, name: str) -> bool:
+        raw = self.environ.get(name, "").strip().lower()
+        if raw in _TRUE:
+            return True
+        if raw not in _FALSE:
+            self.problem(name, f"{raw!r} is not a boolean", "use 1 or 0 (true/false)")
+        return False
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not low <= value <= high:  # also rejects nan
+            self.problem(name, f"{raw!r} is not a number from {low:g} to {high:g}", "fix the value")
+            return default
+        return value
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if not raw.isdigit() or not low <= int(raw) <= high:
+            self.problem(name, f"{raw!r} is not a whole number from {low} to {high}", "fix it")
+            return default
+        return int(raw)
+
+
+def check_password(collector: _Collector, name: str, secret: Secret | None) -> None:
+    """Rules oned and onedb both accept (reference 1.2, 3.2); the message names the rule only."""
+    if secret is None:
+        return
+    value = secret.reveal()
+    size = len(value.encode("utf-8"))
+    fix = f"choose another {name} (allowed: printable characters except quotes and backslash)"
+    if not 1 <= size <= PASSWORD_MAX_BYTES:
+        collector.problem(name, f"must be 1 to {PASSWORD_MAX_BYTES} bytes", fix)
+    if any(ch in _PASSWORD_FORBIDDEN for ch in value):
+        collector.problem(name, "must not contain \", \\ or '", fix)
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        collector.problem(name, "must not contain whitespace or control characters", fix)
+    if "]]>" in value:
+        collector.problem(name, "must not contain ']]>' (oned's parser reads it as CDATA)", fix)
+
+
+def _check_one_key(collector: _Collector, secret: Secret | None) -> None:
+    if secret is None:
+        return
+    value = secret.reveal()
+    fix = "use at least 32 printable characters, e.g. `openssl rand -hex 32`"
+    if len(value) < ONE_KEY_MIN_LENGTH:
+        collector.problem("ONE_KEY", f"must be at least {ONE_KEY_MIN_LENGTH} characters", fix)
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        collector.problem("ONE_KEY", "must not contain whitespace or control characters", fix)
+
+
+def _address(collector: _Collector, name: str, *, allow_auto: bool) -> str | None:
+    value = collector.text(name)
+    if value is None or (allow_auto and value.lower() == "auto"):
+        return None
+    if not _HOSTISH.match(value):
+        collector.problem(name, f"{value!r} is not a host name or IP address", "fix the value")
+        return None
+    return value
+
+
+def _listen_address(collector: _Collector) -> str:
+    value = collector.text("ONERUN_LISTEN_ADDRESS") or "0.0.0.0"  # noqa: S104
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        collector.problem(
+            "ONERUN_LISTEN_ADDRESS",
+            f"{value!r} is not an IP address",
+            "use 0.0.0.0 (all IPv4), :: (all) or one address of this pod",
+        )
+        return "0.0.0.0"  # noqa: S104
+    return value
+
+
+def _services(collector: _Collector) -> frozenset[str] | None:
+    raw = collector.text("ONERUN_SERVICES")
+    if raw is None:
+        return None
+    names = {part.strip() for part in raw.split(",") if part.strip()}
+    unknown = sorted(names - set(SERVICE_NAMES))
+    if unknown:
+        collector.problem(
+            "ONERUN_SERVICES",
+            f"unknown service(s) {', '.join(unknown)}",
+            f"use names from: {', '.join(SERVICE_NAMES)}",
+        )
+    if names and "oned" not in names:
+        collector.problem(
+            "ONERUN_SERVICES", "must include oned", "add oned: every other service needs it"
+        )
+    return frozenset(names & set(SERVICE_NAMES)) or None
+
+
+def _load_overrides(collector: _Collector, path_text: str | None) -> Mapping[str, Any]:
+    """Parse ONERUN_CONFIG into {section: overrides}, checking shape, not values."""
+    if path_text is None:
+        return {}
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    name = "ONERUN_CONFIG"
+    try:
+        text = Path(path_text).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        collector.problem(name, f"cannot read {path_text}: {reason}", "mount the file there")
+        return {}
+    try:
+        data = YAML(typ="safe", pure=True).load(text)
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        collector.problem(name, f"{path_text} is not valid YAML{where}", "fix the YAML syntax")
+        return {}
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        collector.problem(name, "must be a mapping of sections", "write e.g. `oned: {...}`")
+        return {}
+    sections: dict[str, Any] = {}
+    known = TEMPLATE_SECTIONS + YAML_SECTIONS
+    for section, body in data.items():
+        if section not in known:
+            collector.problem(
+                name, f"unknown section {section!r}", f"use one of: {', '.join(known)}"
+            )
+            continue
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            collector.problem(
+                f"{name}: {section}", "must be a mapping", f"write `{section}: {{KEY: value}}`"
+            )
+            continue
+        if section in TEMPLATE_SECTIONS:
+            _check_template_overrides(collector, section, body)
+        sections[section] = body
+    return sections
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool)
+
+
+def _check_template_overrides(collector: _Collector, section: str, body: dict[Any, Any]) -> None:
+    """Keys must be attribute names; values a scalar, a vector (mapping) or a list of them."""
+    where = f"ONERUN_CONFIG: {section}"
+    for key, value in body.items():
+        if not isinstance(key, str) or not _ATTRIBUTE_NAME.match(key):
+            collector.problem(where, f"{key!r} is not an attribute name", "use [A-Za-z0-9_]+")
+            continue
+        if section == "oned" and key.upper() == "DB":
+            collector.problem(
+                f"{where}.DB",
+                "the DB vector is built by onerun from DB_* variables",
+                "remove it and set DB_BACKEND, DB_HOST, DB_PORT, DB_USER, DB_NAME, DB_PASSWORD",
+            )
+            continue
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            ok = _is_scalar(item) or (
+                isinstance(item, dict)
+                and all(isinstance(k, str) and _ATTRIBUTE_NAME.match(k) for k in item)
+                and all(_is_scalar(v) for v in item.values())
+            )
+            if not ok:
+                collector.problem(
+                    f"{where}.{key}",
+                    "must be a scalar, a mapping of scalars, or a list of those",
+                    "vectors hold only KEY: value pairs",
+                )
+                break
+
+
+def load_settings(environ: Mapping[str, str], root: str | Path | None = None) -> Settings:
+    """Build Settings from ``environ``; raise SettingsError listing every problem."""
+    c = _Collector(environ)
+
+    oneadmin_password = c.secret("ONEADMIN_PASSWORD")
+    db_password = c.secret("DB_PASSWORD")
+    one_key = c.secret("ONE_KEY")
+    check_password(c, "ONEADMIN_PASSWORD", oneadmin_password)
+    check_password(c, "DB_PASSWORD", db_password)
+    _check_one_key(c, one_key)
+
+    backend_raw = (c.text("DB_BACKEND") or "sqlite").lower()
+    backend: DbBackend = "sqlite"
+    if backend_raw in ("mysql", "mariadb"):
+        backend = "mysql"
+    elif backend_raw != "sqlite":
+        c.problem("DB_BACKEND", f"{backend_raw!r} is not supported", "use sqlite or mysql")
+
+    db_host = _address(c, "DB_HOST", allow_auto=False)
+    if backend == "mysql" and db_host is None and c.text("DB_HOST") is None:
+        c.problem("DB_HOST", "is required when DB_BACKEND=mysql", "set it to the server's name")
+    db_port = c.integer("DB_PORT", 3306, 1, 65535)
+    db_user = c.text("DB_USER") or "oneadmin"
+    if not _UNQUOTED_IDENTIFIER.match(db_user) and not re.match(r"^[^\s\"'\\]{1,80}$", db_user):
+        c.problem("DB_USER", f"{db_user!r} is not a valid user name", "use letters, digits, _")
+    db_name = c.text("DB_NAME") or "opennebula"
+    if not _UNQUOTED_IDENTIFIER.match(db_name):
+        c.problem(
+            "DB_NAME",
+            f"{db_name!r} is not valid as an unquoted MySQL name (oned does not quote it)",
+            "use up to 64 of [A-Za-z0-9_$], not only digits",
+        )
+    if backend == "mysql" and db_password is None:
+        c.problem("DB_PASSWORD", "is required when DB_BACKEND=mysql", "set DB_PASSWORD(_FILE)")
+
+    hostname = _address(c, "OPENNEBULA_HOSTNAME", allow_auto=True)
+    monitor_address = _address(c, "OPENNEBULA_MONITOR_ADDRESS", allow_auto=True)
+    listen_address = _listen_address(c)
+
+    config_path = c.text("ONERUN_CONFIG")
+    overrides = _load_overrides(c, config_path)
+    oned_overrides = overrides.get("oned", {})
+    if hostname and any(key.upper() == "HOSTNAME" for key in oned_overrides):
+        c.problem(
+            "OPENNEBULA_HOSTNAME",
+            "HOSTNAME is also set in ONERUN_CONFIG's oned section",
+            "set it in one place only",
+        )
+    monitord_network = overrides.get("monitord", {}).get("NETWORK")
+    if monitor_address and isinstance(monitord_network, dict) and any(
+        key.upper() == "MONITOR_ADDRESS" for key in monitord_network
+    ):
+        c.problem(
+            "OPENNEBULA_MONITOR_ADDRESS",
+            "NETWORK/MONITOR_ADDRESS is also set in ONERUN_CONFIG's monitord section",
+            "set it in one place only",
+        )
+
+    log_format_raw = (c.text("ONERUN_LOG_FORMAT") or "text").lower()
+    log_format: LogFormat = "json" if log_format_raw == "json" else "text"
+    if log_format_raw not in ("text", "json"):
+        c.problem("ONERUN_LOG_FORMAT", f"{log_format_raw!r} is not supported", "use text or json")
+
+    ssh_dir_raw = c.text("ONERUN_SSH_DIR")
+    ssh_dir = Path(ssh_dir_raw) if ssh_dir_raw else None
+    if ssh_dir is not None and not ssh_dir.is_dir():
+        c.problem("ONERUN_SSH_DIR", f"{ssh_dir} is not a directory", "mount the SSH key secret")
+
+    root_raw = root if root is not None else c.text("ONERUN_ROOT")
+    settings = Settings(
+        oneadmin_password=oneadmin_password,
+        db_password=db_password,
+        one_key=one_key,
+        db_backend=backend,
+        db_host=db_host,
+        db_port=db_port,
+        db_user=db_user,
+        db_name=db_name,
+        hostname=hostname,
+        monitor_address=monitor_address,
+        listen_address=listen_address,
+        config_file=Path(config_path) if config_path else None,
+        overrides=overrides,
+        db_wait_timeout=c.number("ONERUN_DB_WAIT_TIMEOUT", 300.0, 0, 86400),
+        log_format=log_format,
+        root=Path(root_raw).resolve() if root_raw else None,
+        services=_services(c),
+        accept_empty_db=c.boolean("ONERUN_ACCEPT_EMPTY_DB"),
+        ssh_dir=ssh_dir,
+        maintenance=c.boolean("ONERUN_MAINTENANCE"),
+        backup_keep=c.integer("ONERUN_BACKUP_KEEP", 5, 1, 1000),
+    )
+    if c.problems:
+        raise SettingsError(c.problems)
+    return settings
