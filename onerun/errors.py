@@ -59,3 +59,12 @@ class DependencyUnavailable(OnerunError):
     """A dependency (the database) did not become available in time."""
 
     exit_code = EXIT_DEPENDENCY
+
+
+class Interrupted(OnerunError):
+    """SIGTERM or SIGINT arrived while onerun waited: the pod is going away, stop at once."""
+
+    exit_code = 143  # 128 + SIGTERM, what a shell reports for a process ended by the signal
+
+    def __init__(self, message: str = "stopped by a signal") -> None:
+        super().__init__(message)
