@@ -1,0 +1,26 @@
+"""The database oned will use: wait until it answers, and classify what it holds.
+
+Observing never writes: sqlite is opened read-only, MariaDB in a read-only session.
+"""
+
+from __future__ import annotations
+
+from onerun.database.classify import DbObservation, DbState
+from onerun.database.mysql import classify_mysql, mysql_connect
+from onerun.database.sqlite import classify_sqlite
+from onerun.database.wait import wait_for_database
+from onerun.layout import Layout
+from onerun.settings import Settings
+
+__all__ = ["DbObservation", "DbState", "classify", "mysql_connect", "wait_for_database"]
+
+
+def classify(settings: Settings, layout: Layout) -> DbObservation:
+    """The state of the configured database (reference 2.5); unreachable is never EMPTY.
+
+    Raises DependencyUnavailable when MariaDB cannot be read, SettingsError when it denies
+    DB_USER, UnsafeStateError when one.db exists but is not a readable sqlite database.
+    """
+    if settings.db_backend == "mysql":
+        return classify_mysql(settings)
+    return classify_sqlite(layout.sqlite_db)

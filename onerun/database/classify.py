@@ -1,0 +1,129 @@
+"""The database's state, decided from what oned itself reads at start (reference 2.3, 2.5).
+
+The backends (sqlite.py, mysql.py) only collect ``Facts``; the decision lives here once,
+so both backends classify alike and the rules can be tested without a database.
+"""
+
+from __future__ import annotations
+
+import enum
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+# oned's version query (reference 2.3): the row with the highest oid is the current version.
+VERSION_QUERY = "SELECT version FROM {table} WHERE oid=(SELECT MAX(oid) FROM {table})"
+SLAVE_QUERY = (
+    "SELECT is_slave FROM local_db_versioning"
+    " WHERE oid=(SELECT MAX(oid) FROM local_db_versioning)"
+)
+USERS_QUERY = "SELECT oid, body FROM user_pool WHERE oid IN (0, 1)"
+
+# Any of these means oned has started to bootstrap here (reference 2.5, EMPTY).
+MARKER_TABLES = frozenset(
+    {"logdb", "pool_control", "db_versioning", "local_db_versioning", "user_pool",
+     "system_attributes"}
+)
+
+
+class DbState(enum.Enum):
+    """What oned would do with this database (reference 2.5)."""
+
+    EMPTY = "empty"  # oned bootstraps it
+    BOOTSTRAPPED = "bootstrapped"  # both version rows and user 0
+    PARTIAL_TABLES = "partial-tables"  # OpenNebula tables, a version row (or user_pool) missing
+    PARTIAL_USERS = "partial-users"  # versions present, user 0 missing: oned finishes it
+
+
+@dataclass(frozen=True)
+class DbObservation:
+    """What classify saw; ``detail`` is one sentence for the operator, never a secret."""
+
+    state: DbState
+    db_version: str | None
+    local_db_version: str | None
+    oneadmin_password_sha256: str | None
+    oneadmin_name: str | None
+    serveradmin_present: bool
+    is_slave: bool
+    tables: frozenset[str]
+    detail: str
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Raw readings of one database; ``None`` means the query failed or found no row."""
+
+    where: str  # "/var/lib/one/one.db" or "database opennebula on db:3306"
+    tables: frozenset[str]
+    db_version: str | None = None
+    local_db_version: str | None = None
+    user0_body: str | None = None
+    user1_present: bool = False
+    is_slave: bool = False
+
+
+def parse_user_body(body: str | None) -> tuple[str | None, str | None]:
+    """(NAME, PASSWORD) of a user_pool body; (None, None) when absent or unreadable."""
+    if not body:
+        return None, None
+    try:
+        root = ET.fromstring(body)  # noqa: S314 - oned wrote it; no DTDs or entities in it
+    except ET.ParseError:
+        return None, None
+    name = root.findtext("NAME")
+    password = root.findtext("PASSWORD")
+    return (name.strip() if name else None), (password.strip() if password else None)
+
+
+def is_true(value: object) -> bool:
+    """is_slave as stored: BOOLEAN is an integer in both backends, maybe a string."""
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    if isinstance(value, str):
+        return value.strip() not in ("", "0")
+    return bool(value)
+
+
+def decide(facts: Facts) -> DbObservation:
+    """Turn readings into a state, by the rules of reference 2.5."""
+    name, password = parse_user_body(facts.user0_body)
+    user0 = facts.user0_body is not None
+
+    def observe(state: DbState, detail: str) -> DbObservation:
+        return DbObservation(
+            state=state, db_version=facts.db_version, local_db_version=facts.local_db_version,
+            oneadmin_password_sha256=password, oneadmin_name=name,
+            serveradmin_present=facts.user1_present, is_slave=facts.is_slave,
+            tables=facts.tables, detail=detail,
+        )
+
+    markers = facts.tables & MARKER_TABLES
+    if not markers:
+        others = f" ({len(facts.tables)} other tables)" if facts.tables else ""
+        return observe(DbState.EMPTY, f"{facts.where} has no OpenNebula tables{others}")
+    missing = [
+        f"table {table} is missing" if table not in facts.tables else f"{table} has no version"
+        for table, version in (("local_db_versioning", facts.local_db_version),
+                               ("db_versioning", facts.db_version))
+        if version is None
+    ]
+    if missing:
+        return observe(
+            DbState.PARTIAL_TABLES,
+            f"{facts.where} has OpenNebula tables ({', '.join(sorted(markers))}) but"
+            f" {' and '.join(missing)}: an interrupted bootstrap that oned cannot repeat"
+            " over the leftovers",
+        )
+    versions = f"DB version {facts.db_version}, local DB version {facts.local_db_version}"
+    if "user_pool" not in facts.tables:
+        # oned would skip the bootstrap (versions match) and then fail on the missing table.
+        return observe(DbState.PARTIAL_TABLES,
+                       f"{facts.where} has version rows ({versions}) but no table user_pool")
+    if not user0:
+        return observe(
+            DbState.PARTIAL_USERS,
+            f"{facts.where} has both version rows ({versions}) but no user 0: the first start"
+            " stopped before creating the users (oned finishes this itself)",
+        )
+    slave = ", federation slave" if facts.is_slave else ""
+    return observe(DbState.BOOTSTRAPPED, f"{facts.where} is bootstrapped ({versions}{slave})")
