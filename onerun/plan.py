@@ -87,6 +87,23 @@ class EnsureDirectory:
 
 
 @dataclass(frozen=True)
+class EnsureFileOwner:
+    """Give one existing file to oneadmin with ``mode``; its content is left alone."""
+
+    path: Path
+    mode: int
+    why: str = "oned runs as oneadmin and must read it"
+
+    def describe(self) -> dict[str, Any]:
+        return {"action": "fix-owner", "path": str(self.path), "owner": "oneadmin",
+                "mode": _mode(self.mode), "why": self.why}
+
+    def apply(self, ctx: ApplyContext) -> None:
+        chown_if_root(self.path, ctx.uid, ctx.gid)
+        os.chmod(self.path, self.mode)
+
+
+@dataclass(frozen=True)
 class WriteFile:
     """Write a file atomically, owned by oneadmin. ``sensitive`` content is never shown."""
 
@@ -206,3 +223,7 @@ class Plan:
             raise self.refusal.error()
         for action in self.actions:
             action.apply(ctx)
+            step = action.describe()
+            if step["action"] in ("write", "replace-tree", "generate-ssh-key", "copy-ssh-keys",
+                                  "fix-owner"):
+                ctx.log(f"{step['action']} {step.get('path')}: {step.get('why', '')}")

@@ -1,0 +1,173 @@
+"""Observation: read-only facts about the volume, the database, the image and processes.
+
+Nothing here writes. The database part waits for the server first (a dependency that is
+not there yet is not an observation of "empty"), then classifies it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from onerun.database import DbObservation, classify, wait_for_database
+from onerun.fsutil import running_as_root
+from onerun.layout import SERVICE_AUTH_FILES, Layout
+from onerun.marker import StartRecord, read_start_record
+from onerun.secret import Secret
+from onerun.settings import Settings
+from onerun.versions import ImageVersions, read_image_versions
+
+SSH_PRIVATE_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
+
+
+@dataclass(frozen=True)
+class OwnedPath:
+    """A path onerun manages, with its current owner (None when absent)."""
+
+    path: Path
+    uid: int | None
+    gid: int | None
+    mode: int | None
+
+    @property
+    def exists(self) -> bool:
+        return self.uid is not None
+
+
+def stat_path(path: Path) -> OwnedPath:
+    try:
+        status = path.lstat()
+    except FileNotFoundError:
+        return OwnedPath(path, None, None, None)
+    return OwnedPath(path, status.st_uid, status.st_gid, status.st_mode & 0o7777)
+
+
+@dataclass(frozen=True)
+class VolumeFacts:
+    """What /var/lib/one holds; O(1) in the size of the volume (no tree walks)."""
+
+    var_lib_one: OwnedPath
+    one_key: Secret | None
+    one_auth_present: bool
+    one_auth_password: Secret | None  # the password part of one_auth's first line
+    service_auth_present: frozenset[str]
+    secret_files: tuple[OwnedPath, ...]
+    start_record: StartRecord | None
+    restore_failed: bool
+    remotes_present: bool
+    ssh_private_key_present: bool
+    ssh_config_present: bool
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    versions: ImageVersions
+    remotes_dist_present: bool
+    ssh_config_dist_present: bool
+
+
+@dataclass(frozen=True)
+class ProcessFacts:
+    lock_file_present: bool
+    oned_running_pid: int | None  # pid of a live oned holding the lock
+    running_as_root: bool
+    var_lib_one_writable_by_oneadmin: bool
+
+
+@dataclass(frozen=True)
+class Observation:
+    volume: VolumeFacts
+    image: ImageFacts
+    processes: ProcessFacts
+    db: DbObservation
+
+
+def _read_first_token(path: Path) -> Secret | None:
+    """one_key as oned reads it: the file's first whitespace-separated token."""
+    try:
+        tokens = path.read_text(encoding="utf-8", errors="replace").split()
+    except FileNotFoundError:
+        return None
+    return Secret(tokens[0]) if tokens else Secret("")
+
+
+def _read_one_auth_password(path: Path) -> tuple[bool, Secret | None]:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return False, None
+    first = text.splitlines()[0] if text else ""
+    _, sep, password = first.partition(":")
+    return True, Secret(password) if sep else None
+
+
+def observe_volume(layout: Layout) -> VolumeFacts:
+    one_auth_present, one_auth_password = _read_one_auth_password(layout.one_auth)
+    secret_names = ("one_key", "one_auth", *SERVICE_AUTH_FILES)
+    secret_files = tuple(
+        fact for fact in (stat_path(layout.dot_one / name) for name in secret_names) if fact.exists
+    )
+    return VolumeFacts(
+        var_lib_one=stat_path(layout.var_lib_one),
+        one_key=_read_first_token(layout.one_key),
+        one_auth_present=one_auth_present,
+        one_auth_password=one_auth_password,
+        service_auth_present=frozenset(
+            name for name in SERVICE_AUTH_FILES if layout.service_auth(name).exists()
+        ),
+        secret_files=secret_files,
+        start_record=read_start_record(layout.volume_marker),
+        restore_failed=layout.restore_failed_marker.exists(),
+        remotes_present=layout.remotes.is_dir(),
+        ssh_private_key_present=any((layout.ssh_dir / key).exists() for key in SSH_PRIVATE_KEYS),
+        ssh_config_present=(layout.ssh_dir / "config").exists(),
+    )
+
+
+def observe_image(layout: Layout) -> ImageFacts:
+    return ImageFacts(
+        versions=read_image_versions(layout.opennebula_rb, layout.database_schema_rb),
+        remotes_dist_present=layout.remotes_dist.is_dir(),
+        ssh_config_dist_present=layout.ssh_config_dist.is_file(),
+    )
+
+
+def _live_oned_pid(lock_file: Path) -> int | None:
+    """The pid in oned's lock file when that process is alive and is an oned."""
+    try:
+        pid = int(lock_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+    return pid if comm == "oned" else None
+
+
+def observe_processes(layout: Layout) -> ProcessFacts:
+    as_root = running_as_root()
+    volume = layout.var_lib_one
+    return ProcessFacts(
+        lock_file_present=layout.lock_file.exists(),
+        oned_running_pid=_live_oned_pid(layout.lock_file),
+        running_as_root=as_root,
+        # As root onerun gives the directory to oneadmin itself; as oneadmin (the chart's
+        # default) this process is the one that must be able to write there.
+        var_lib_one_writable_by_oneadmin=as_root
+        or not volume.exists()
+        or os.access(volume, os.W_OK | os.X_OK),
+    )
+
+
+def observe(settings: Settings, layout: Layout, log: Callable[[str], None]) -> Observation:
+    """Every fact the policy needs. Waits for a MariaDB server; never writes."""
+    wait_for_database(settings, layout, log)
+    return Observation(
+        volume=observe_volume(layout),
+        image=observe_image(layout),
+        processes=observe_processes(layout),
+        db=classify(settings, layout),
+    )

@@ -1,0 +1,338 @@
+"""The policy: a pure function from (Settings, Observation) to what start must do, or a refusal.
+
+Every rule here comes from how oned really bootstraps and fails (reference sections 1-2;
+fixtures README): the community entrypoint broke each of them. No I/O happens here; the
+fault matrix is a table test of ``decide``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from onerun.database import DbState
+from onerun.layout import SERVICE_AUTH_FILES, Layout
+from onerun.observe import Observation
+from onerun.plan import (
+    Action,
+    Check,
+    EnsureDirectory,
+    EnsureFileOwner,
+    Refusal,
+    RemoveFile,
+    ReplaceTree,
+    WriteFile,
+)
+from onerun.secret import Secret
+from onerun.settings import Settings
+from onerun.sshkeys import CopyFile, CopySshKeys, GenerateSshKey
+from onerun.versions import Version
+
+# Letters and digits plus punctuation that oned, onedb's quoting and oned.conf all accept
+# (reference 3.2): no quotes, backslash, whitespace; "]]>" cannot form without ">".
+PASSWORD_ALPHABET = string.ascii_letters + string.digits + "-_.,+=@%"
+GENERATED_PASSWORD_LENGTH = 32
+
+
+def generate_password() -> str:
+    return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(GENERATED_PASSWORD_LENGTH))
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    """The DB is older than the image: back up, run onedb upgrade, verify."""
+
+    db_version: str
+    target_version: str
+
+
+@dataclass
+class Decision:
+    """What the policy decided. ``refusal`` set: nothing is to be changed."""
+
+    actions: list[Action] = field(default_factory=list)
+    refusal: Refusal | None = None
+    upgrade: Upgrade | None = None
+    heal_service_auth: bool = False
+    record_start: tuple[str | None, str | None] | None = None
+
+    def refuse(self, reason: str, fix: str) -> Decision:
+        self.refusal = Refusal(reason, fix)
+        return self
+
+
+def expected_service_auth_files(release: Version | None) -> tuple[str, ...]:
+    """Service auth files oned writes for this release: 7.2 adds oneform, 7.4 oneks (ref 1.3)."""
+    names = ["sunstone_auth", "onegate_auth", "oneflow_auth"]
+    if release is not None and release >= Version.parse("7.2"):
+        names.append("oneform_auth")
+    if release is not None and release >= Version.parse("7.4"):
+        names.append("oneks_auth")
+    return tuple(names)
+
+
+def _directories(layout: Layout) -> list[Action]:
+    """What oned and onerun need, created or fixed one directory at a time (never -R)."""
+    return [
+        EnsureDirectory(layout.var_lib_one, 0o750, why="oneadmin's home and the volume"),
+        EnsureDirectory(layout.dot_one, 0o700, why="one_key, one_auth, service auth files"),
+        EnsureDirectory(layout.ssh_dir, 0o700, why="oneadmin's SSH key for the hypervisors"),
+        EnsureDirectory(layout.state_dir, 0o700, why="onerun's record of the last start"),
+        EnsureDirectory(layout.log_dir, 0o750, why="service logs"),
+        EnsureDirectory(layout.run_one, 0o750, why="oned runtime files"),
+        EnsureDirectory(layout.ssh_socks, 0o700, why="SSH control sockets of the drivers"),
+        EnsureDirectory(layout.lock_dir, 0o755, why="oned's lock file"),
+        EnsureDirectory(layout.run_onerun, 0o755, why="supervisord's config and socket"),
+        EnsureDirectory(layout.etc_one, 0o755, why="rendered configs"),
+    ]
+
+
+def _fix_secret_owners(obs: Observation, layout: Layout) -> list[Action]:
+    """Known secret files with a wrong owner (e.g. written by an earlier root run)."""
+    account = layout.oneadmin
+    return [
+        EnsureFileOwner(fact.path, 0o600)
+        for fact in obs.volume.secret_files
+        if obs.processes.running_as_root
+        and ((fact.uid, fact.gid) != (account.uid, account.gid) or fact.mode != 0o600)
+    ]
+
+
+def _one_auth_line(password: str) -> bytes:
+    return f"oneadmin:{password}\n".encode()
+
+
+def _bootstrap_auth(
+    settings: Settings, obs: Observation, layout: Layout, new_password: Callable[[], str]
+) -> list[Action]:
+    """EMPTY or PARTIAL_USERS: oned will create users and write the service auth files.
+
+    Leftover service auth files make that bootstrap abort (reference 1.4); in these states
+    user 0 does not exist, so their secret is in no database and removing them loses nothing.
+    """
+    actions: list[Action] = [
+        RemoveFile(layout.service_auth(name), "left over from an unfinished bootstrap; "
+                   "oned refuses to bootstrap while it exists and writes a new one")
+        for name in SERVICE_AUTH_FILES
+        if name in obs.volume.service_auth_present
+    ]
+    if settings.oneadmin_password is not None:
+        actions.append(WriteFile(
+            layout.one_auth, _one_auth_line(settings.oneadmin_password.reveal()), 0o600,
+            why="oneadmin credentials from ONEADMIN_PASSWORD for the bootstrap", sensitive=True))
+    elif obs.volume.one_auth_password is not None and obs.volume.one_auth_password.reveal():
+        actions.append(Check("one_auth", "ok", "kept the one_auth already on the volume"))
+    else:
+        actions.append(WriteFile(
+            layout.one_auth, _one_auth_line(new_password()), 0o600,
+            why="no ONEADMIN_PASSWORD given: generated a strong password; read it from "
+                f"{layout.one_auth}", sensitive=True))
+    return actions
+
+
+def _one_key(settings: Settings, obs: Observation, layout: Layout, decision: Decision) -> None:
+    """one_key encrypts attributes in the DB: a new one silently breaks them (reference 1.5)."""
+    present = obs.volume.one_key
+    given = settings.one_key
+    if given is not None and present is not None and present != given:
+        decision.refuse(
+            f"{layout.one_key} differs from ONE_KEY",
+            "one_key encrypts secrets in the database; set ONE_KEY to the key on the volume, "
+            "or remove the file only if you know the database was encrypted with ONE_KEY",
+        )
+    elif given is not None and present is None:
+        decision.actions.append(WriteFile(
+            layout.one_key, f"{given.reveal()}\n".encode(), 0o600,
+            why="one_key from ONE_KEY", sensitive=True))
+    elif (
+        present is None
+        and obs.db.state is DbState.BOOTSTRAPPED
+    ):
+        decision.refuse(
+            f"{layout.one_key} is missing but the database is bootstrapped",
+            "oned would mint a new key and every encrypted attribute would be lost: restore "
+            "the volume's one_key or pass the original key as ONE_KEY / ONE_KEY_FILE",
+        )
+
+
+def _bootstrapped_auth(settings: Settings, obs: Observation, layout: Layout,
+                       decision: Decision) -> None:
+    stored = obs.db.oneadmin_password_sha256
+    given = settings.oneadmin_password
+    if given is not None:
+        if stored is not None and given.sha256() != stored:
+            decision.refuse(
+                "ONEADMIN_PASSWORD does not match the password of oneadmin (user 0) in the "
+                "database",
+                "set ONEADMIN_PASSWORD to oneadmin's current password, or change it first "
+                "with `oneuser passwd 0` and then update the secret",
+            )
+            return
+        decision.actions.append(WriteFile(
+            layout.one_auth, _one_auth_line(given.reveal()), 0o600,
+            why="oneadmin credentials from ONEADMIN_PASSWORD", sensitive=True))
+    elif not obs.volume.one_auth_present:
+        decision.refuse(
+            f"{layout.one_auth} is missing and ONEADMIN_PASSWORD is not set",
+            "oned exits without one_auth: set ONEADMIN_PASSWORD(_FILE) to oneadmin's password",
+        )
+        return
+    else:
+        current = obs.volume.one_auth_password
+        if stored is not None and (current is None or current.sha256() != stored):
+            decision.actions.append(Check(
+                "one_auth", "note",
+                "one_auth on the volume does not match oneadmin's password in the database: "
+                "the CLI, hooks and probes will fail to log in; set ONEADMIN_PASSWORD"))
+    expected = expected_service_auth_files(obs.image.versions.release)
+    missing = [name for name in expected if name not in obs.volume.service_auth_present]
+    if missing:
+        decision.heal_service_auth = True
+        decision.actions.append(Check(
+            "service auth files", "note",
+            f"missing {', '.join(missing)}: once oned answers, serveradmin gets a new secret "
+            "and every service auth file is written again"))
+
+
+def _versions(obs: Observation, decision: Decision) -> None:
+    """oned refuses any DB version mismatch and never migrates by itself (reference 2.3)."""
+    expected = obs.image.versions.db_version
+    expected_local = obs.image.versions.local_db_version or expected
+    if expected is None:
+        decision.actions.append(Check(
+            "db version", "skipped",
+            "the image's onedb/database_schema.rb is absent: the DB version is not compared"))
+        return
+    found_text = obs.db.db_version or "unknown"
+    local_text = obs.db.local_db_version or found_text
+    try:
+        found = Version.parse(found_text)
+        found_local = Version.parse(local_text)
+    except ValueError:
+        decision.refuse(
+            f"the database reports an unreadable version {found_text!r}",
+            "check the database is OpenNebula's; restore a backup if it is damaged")
+        return
+    if found == expected and found_local == expected_local:
+        decision.actions.append(Check(
+            "db version", "ok", f"database {found} matches the image ({expected})"))
+    elif found > expected or found_local > expected_local:
+        decision.refuse(
+            f"the database version {found} is newer than this image's OpenNebula expects "
+            f"({expected}); downgrades are not possible",
+            f"run an image of OpenNebula {found.minor_series}.x (or newer) on this database")
+    else:
+        decision.upgrade = Upgrade(db_version=str(found), target_version=str(expected))
+
+
+def _runtime_files(settings: Settings, obs: Observation, layout: Layout,
+                   decision: Decision) -> None:
+    """Stale lock, remotes, SSH, maintenance flag: all O(1) in the volume's size."""
+    if obs.processes.oned_running_pid is not None:
+        decision.refuse(
+            f"an oned (pid {obs.processes.oned_running_pid}) already runs on this volume",
+            "stop it first; two oned processes on one database corrupt it")
+        return
+    if obs.processes.lock_file_present:
+        decision.actions.append(RemoveFile(
+            layout.lock_file, "stale oned lock (no oned runs); oned refuses to start with it"))
+
+    release = obs.image.versions.release
+    record = obs.volume.start_record
+    recorded = record.opennebula_version if record else None
+    if not obs.image.remotes_dist_present:
+        decision.actions.append(Check(
+            "remotes", "skipped", f"{layout.remotes_dist} is absent: remotes left as they are"))
+    elif not obs.volume.remotes_present:
+        decision.actions.append(ReplaceTree(layout.remotes_dist, layout.remotes,
+                                            "missing on the volume"))
+    elif release is not None and recorded != str(release):
+        decision.actions.append(ReplaceTree(
+            layout.remotes_dist, layout.remotes,
+            f"the image carries OpenNebula {release}, the volume last ran {recorded or 'unknown'}"))
+
+    _ssh(settings, obs, layout, decision)
+
+    if settings.maintenance:
+        decision.actions.append(WriteFile(
+            layout.maintenance_flag, b"ONERUN_MAINTENANCE=1\n", 0o644,
+            why="maintenance mode: no OpenNebula service starts; readiness fails"))
+    else:
+        decision.actions.append(RemoveFile(layout.maintenance_flag, "maintenance mode is off"))
+
+
+def _ssh(settings: Settings, obs: Observation, layout: Layout, decision: Decision) -> None:
+    if settings.ssh_dir is not None:
+        decision.actions.append(CopySshKeys(settings.ssh_dir, layout.ssh_dir))
+    elif not obs.volume.ssh_private_key_present:
+        decision.actions.append(GenerateSshKey(layout.ssh_dir / "id_ed25519"))
+    if not obs.volume.ssh_config_present:
+        if obs.image.ssh_config_dist_present:
+            decision.actions.append(CopyFile(
+                layout.ssh_config_dist, layout.ssh_dir / "config", 0o600,
+                "the volume hides the packaged ~/.ssh/config (ControlPath, accept-new)"))
+        else:
+            decision.actions.append(Check(
+                "ssh config", "skipped", f"{layout.ssh_config_dist} is absent"))
+
+
+def _text(version: Version | None) -> str | None:
+    return str(version) if version is not None else None
+
+
+def decide(
+    settings: Settings,
+    obs: Observation,
+    layout: Layout,
+    new_password: Callable[[], str] = generate_password,
+) -> Decision:
+    """Decide what start does. Refusals leave the decision without actions to apply."""
+    decision = Decision(actions=_directories(layout))
+    if obs.volume.restore_failed:
+        return decision.refuse(
+            "a restore after a failed upgrade did not complete; the database state is unknown",
+            f"run `onerun restore FILE` with the backup named in {layout.restore_failed_marker}")
+    if not obs.processes.var_lib_one_writable_by_oneadmin:
+        return decision.refuse(
+            f"{layout.var_lib_one} is not writable by this user",
+            "give the volume to uid 9869 (the chart sets fsGroup: 9869) or run as root once")
+
+    state = obs.db.state
+    decision.actions.append(Check("database", "ok", f"{state.name}: {obs.db.detail}"))
+    if state is DbState.PARTIAL_TABLES:
+        return decision.refuse(
+            "the database holds OpenNebula tables but no complete version rows (an "
+            "interrupted bootstrap or a damaged database); oned cannot bootstrap over it",
+            "restore a backup (`onerun restore FILE`) or drop the database if it holds nothing")
+    if state is DbState.EMPTY and obs.volume.start_record and not settings.accept_empty_db:
+        return decision.refuse(
+            "the database is empty but this volume already ran a bootstrapped cloud "
+            f"(recorded in {layout.volume_marker})",
+            "check DB_HOST/DB_NAME point at the right database; to start a new, empty cloud "
+            "on purpose set ONERUN_ACCEPT_EMPTY_DB=1")
+
+    decision.actions.extend(_fix_secret_owners(obs, layout))
+    _one_key(settings, obs, layout, decision)
+    if decision.refusal:
+        return decision
+    if state in (DbState.EMPTY, DbState.PARTIAL_USERS):
+        decision.actions.extend(_bootstrap_auth(settings, obs, layout, new_password))
+    else:
+        _versions(obs, decision)
+        if decision.refusal:
+            return decision
+        _bootstrapped_auth(settings, obs, layout, decision)
+        if decision.refusal:
+            return decision
+    _runtime_files(settings, obs, layout, decision)
+    if not settings.maintenance:
+        decision.record_start = (
+            _text(obs.image.versions.release),
+            decision.upgrade.target_version if decision.upgrade
+            else obs.db.db_version or _text(obs.image.versions.db_version),
+        )
+    return decision
+
+

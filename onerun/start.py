@@ -1,0 +1,94 @@
+"""``onerun start``: observe, decide, then show the plan (--dry-run) or apply it and exec.
+
+The dry run and the real start share every step up to ``apply``, so the plan shown is
+the plan run and the exit code shown is the exit code the real start ends with
+(a failure inside an action, such as a failed schema upgrade, excepted).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from onerun.layout import Layout
+from onerun.log import Logger
+from onerun.observe import observe
+from onerun.plan import ApplyContext, Plan
+from onerun.policy import Decision, decide
+from onerun.render import render_configs
+from onerun.services import plan_programs
+from onerun.settings import Settings
+from onerun.supervisor import exec_supervisord, supervisor_actions, supervisord_argv
+
+
+def build_plan(settings: Settings, layout: Layout, decision: Decision) -> Plan:
+    """The whole ordered plan: state decisions, configs, upgrade, supervisord."""
+    if decision.refusal is not None:
+        return Plan(actions=list(decision.actions), refusal=decision.refusal)
+    plan = Plan(actions=list(decision.actions))
+    plan.actions.extend(render_configs(settings, layout))
+    if decision.upgrade is not None:
+        from onerun.upgrade import UpgradeSchema
+
+        plan.add(UpgradeSchema(settings, layout, decision.upgrade.db_version,
+                               decision.upgrade.target_version))
+    programs = plan_programs(
+        settings, layout,
+        maintenance=settings.maintenance,
+        heal_service_auth=decision.heal_service_auth,
+        record_start=decision.record_start,
+    )
+    plan.actions.extend(supervisor_actions(settings, layout, programs))
+    plan.command = supervisord_argv(layout)
+    return plan
+
+
+def _format_step(index: int, step: dict[str, Any]) -> str:
+    kind = step.get("action", "?")
+    target = step.get("path") or step.get("name") or step.get("command") or ""
+    details = [f"{key}={value}" for key, value in step.items()
+               if key not in ("action", "path", "name", "command", "why", "reason", "fix")
+               and value not in ("", None)]
+    line = f"{index:3d}. {kind:<16} {target}"
+    if details:
+        line += "  [" + ", ".join(details) + "]"
+    for key in ("why", "reason", "fix"):
+        if step.get(key):
+            line += f"\n       {key}: {step[key]}"
+    return line
+
+
+def print_plan(plan: Plan, layout: Layout, fmt: str) -> None:
+    """The dry-run output: numbered steps for people, or one JSON object."""
+    steps = plan.describe()
+    if fmt == "json":
+        print(json.dumps({"root": str(layout.root), "steps": steps,
+                          "refused": plan.refusal is not None, "exit_code": plan.exit_code}))
+        return
+    print(f"onerun start plan (root {layout.root}):")
+    for index, step in enumerate(steps, start=1):
+        print(_format_step(index, step))
+    verdict = "refuse" if plan.refusal else "proceed"
+    print(f"decision: {verdict}; exit code {plan.exit_code}")
+
+
+def prepare(settings: Settings, layout: Layout, log: Logger) -> Plan:
+    """Observe (waiting for the DB), decide, and assemble the plan; changes nothing."""
+    observation = observe(settings, layout, log.info)
+    decision = decide(settings, observation, layout)
+    return build_plan(settings, layout, decision)
+
+
+def run_start(settings: Settings, layout: Layout, log: Logger, *, dry_run: bool) -> int:
+    """Dry run: print the plan and return its exit code. Otherwise apply and exec supervisord."""
+    plan = prepare(settings, layout, log)
+    if dry_run:
+        print_plan(plan, layout, settings.log_format)
+        sys.stdout.flush()
+        return plan.exit_code
+    account = layout.oneadmin
+    plan.apply(ApplyContext(layout, account.uid, account.gid, log.info))
+    log.info("handing over to supervisord", command=" ".join(plan.command))
+    exec_supervisord(layout, os.environ)

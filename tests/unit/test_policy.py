@@ -1,0 +1,312 @@
+"""The fault matrix as a table test of the pure policy: each row, its decision and exit code."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from onerun.database import DbObservation, DbState
+from onerun.errors import EXIT_OK, EXIT_REFUSED
+from onerun.layout import Layout
+from onerun.marker import StartRecord
+from onerun.observe import ImageFacts, Observation, OwnedPath, ProcessFacts, VolumeFacts
+from onerun.plan import Check, Plan, RemoveFile, ReplaceTree, WriteFile
+from onerun.policy import (
+    GENERATED_PASSWORD_LENGTH,
+    PASSWORD_ALPHABET,
+    decide,
+    expected_service_auth_files,
+    generate_password,
+)
+from onerun.secret import Secret
+from onerun.settings import load_settings
+from onerun.versions import ImageVersions, Version
+
+LAYOUT = Layout(Path("/test-root"))
+PASSWORD = "fixturepass"
+PASSWORD_SHA = hashlib.sha256(PASSWORD.encode()).hexdigest()
+KEY = "k" * 64
+IMAGE_70 = ImageVersions(Version.parse("7.0.2"), Version.parse("7.0.0"), Version.parse("7.0.0"))
+
+
+def db(state: DbState, version: str | None = "7.0.0", sha: str | None = PASSWORD_SHA) -> Any:
+    bootstrapped = state in (DbState.BOOTSTRAPPED, DbState.PARTIAL_USERS)
+    return DbObservation(
+        state=state,
+        db_version=version if bootstrapped else None,
+        local_db_version=version if bootstrapped else None,
+        oneadmin_password_sha256=sha if state is DbState.BOOTSTRAPPED else None,
+        oneadmin_name="oneadmin" if state is DbState.BOOTSTRAPPED else None,
+        serveradmin_present=state is DbState.BOOTSTRAPPED,
+        is_slave=False,
+        tables=frozenset(),
+        detail="table test",
+    )
+
+
+def volume(*, one_key: str | None = None, one_auth: str | None = None,
+           service_auth: tuple[str, ...] = (), record: str | None = None,
+           restore_failed: bool = False) -> VolumeFacts:
+    return VolumeFacts(
+        var_lib_one=OwnedPath(LAYOUT.var_lib_one, 9869, 9869, 0o750),
+        one_key=Secret(one_key) if one_key else None,
+        one_auth_present=one_auth is not None,
+        one_auth_password=Secret(one_auth) if one_auth else None,
+        service_auth_present=frozenset(service_auth),
+        secret_files=(),
+        start_record=StartRecord(record, "7.0.0", 0.0) if record else None,
+        restore_failed=restore_failed,
+        remotes_present=True,
+        ssh_private_key_present=True,
+        ssh_config_present=True,
+    )
+
+
+def observation(db_obs: Any, vol: VolumeFacts, *, image: ImageVersions = IMAGE_70,
+                lock: bool = False, oned_pid: int | None = None) -> Observation:
+    return Observation(
+        volume=vol,
+        image=ImageFacts(image, remotes_dist_present=True, ssh_config_dist_present=True),
+        processes=ProcessFacts(lock_file_present=lock, oned_running_pid=oned_pid,
+                               running_as_root=False, var_lib_one_writable_by_oneadmin=True),
+        db=db_obs,
+    )
+
+
+def settings(**env: str) -> Any:
+    return load_settings(env)
+
+
+ALL_70 = ("sunstone_auth", "onegate_auth", "oneflow_auth")
+
+# (row name, settings env, observation, expected exit code, text the refusal must contain)
+MATRIX = [
+    ("fresh install", {}, observation(db(DbState.EMPTY), volume()), EXIT_OK, None),
+    ("PV lost, DB bootstrapped: one_key missing",
+     {"ONEADMIN_PASSWORD": PASSWORD}, observation(db(DbState.BOOTSTRAPPED), volume()),
+     EXIT_REFUSED, "one_key"),
+    ("leftover auth files, no completed start, DB empty",
+     {}, observation(db(DbState.EMPTY), volume(one_key=KEY, one_auth="x", service_auth=ALL_70)),
+     EXIT_OK, None),
+    ("completed start recorded, DB empty",
+     {}, observation(db(DbState.EMPTY), volume(one_key=KEY, one_auth="x", record="7.0.2")),
+     EXIT_REFUSED, "ONERUN_ACCEPT_EMPTY_DB"),
+    ("completed start recorded, DB empty, operator accepts",
+     {"ONERUN_ACCEPT_EMPTY_DB": "1"},
+     observation(db(DbState.EMPTY), volume(one_key=KEY, one_auth="x", record="7.0.2")),
+     EXIT_OK, None),
+    ("one_key missing, DB bootstrapped",
+     {}, observation(db(DbState.BOOTSTRAPPED), volume(one_auth=PASSWORD, service_auth=ALL_70)),
+     EXIT_REFUSED, "one_key"),
+    ("partial tables", {}, observation(db(DbState.PARTIAL_TABLES), volume(one_key=KEY)),
+     EXIT_REFUSED, "restore a backup"),
+    ("partial users", {}, observation(db(DbState.PARTIAL_USERS), volume(one_key=KEY,
+                                                                        service_auth=ALL_70)),
+     EXIT_OK, None),
+    ("wrong ONEADMIN_PASSWORD, DB bootstrapped",
+     {"ONEADMIN_PASSWORD": "not-the-password"},
+     observation(db(DbState.BOOTSTRAPPED), volume(one_key=KEY, one_auth=PASSWORD,
+                                                  service_auth=ALL_70)),
+     EXIT_REFUSED, "ONEADMIN_PASSWORD"),
+    ("restart of a healthy bootstrapped volume",
+     {"ONEADMIN_PASSWORD": PASSWORD},
+     observation(db(DbState.BOOTSTRAPPED), volume(one_key=KEY, one_auth=PASSWORD,
+                                                  service_auth=ALL_70, record="7.0.2")),
+     EXIT_OK, None),
+    ("one_auth missing, no password, DB bootstrapped",
+     {}, observation(db(DbState.BOOTSTRAPPED), volume(one_key=KEY, service_auth=ALL_70)),
+     EXIT_REFUSED, "ONEADMIN_PASSWORD"),
+    ("ONE_KEY differs from the volume's",
+     {"ONE_KEY": "z" * 40},
+     observation(db(DbState.BOOTSTRAPPED), volume(one_key=KEY, one_auth=PASSWORD)),
+     EXIT_REFUSED, "ONE_KEY"),
+    ("DB newer than the image",
+     {}, observation(db(DbState.BOOTSTRAPPED, version="7.4.0"),
+                     volume(one_key=KEY, one_auth=PASSWORD, service_auth=ALL_70)),
+     EXIT_REFUSED, "7.4.x"),
+    ("an oned already runs", {},
+     observation(db(DbState.BOOTSTRAPPED), volume(one_key=KEY, one_auth=PASSWORD,
+                                                  service_auth=ALL_70), lock=True, oned_pid=42),
+     EXIT_REFUSED, "pid 42"),
+    ("a restore did not complete", {},
+     observation(db(DbState.BOOTSTRAPPED), volume(one_key=KEY, one_auth=PASSWORD,
+                                                  restore_failed=True)),
+     EXIT_REFUSED, "onerun restore"),
+]
+
+
+@pytest.mark.parametrize(("env", "obs", "exit_code", "needle"),
+                         [row[1:] for row in MATRIX], ids=[row[0] for row in MATRIX])
+def test_fault_matrix(env: dict[str, str], obs: Observation, exit_code: int,
+                      needle: str | None) -> None:
+    decision = decide(settings(**env), obs, LAYOUT)
+    plan = Plan(actions=decision.actions, refusal=decision.refusal)
+    assert plan.exit_code == exit_code
+    if needle is not None:
+        assert decision.refusal is not None
+        assert needle in decision.refusal.reason + decision.refusal.fix
+    else:
+        assert decision.refusal is None
+
+
+def _writes(decision: Any) -> dict[Path, WriteFile]:
+    return {a.path: a for a in decision.actions if isinstance(a, WriteFile)}
+
+
+def _removes(decision: Any) -> set[Path]:
+    return {a.path for a in decision.actions if isinstance(a, RemoveFile)}
+
+
+def test_refusal_applies_nothing(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    obs = observation(db(DbState.PARTIAL_TABLES), volume())
+    decision = decide(settings(), obs, layout)
+    plan = Plan(actions=decision.actions, refusal=decision.refusal)
+    with pytest.raises(Exception, match="refusing to start") as info:
+        plan.apply(_ctx(layout))
+    assert getattr(info.value, "exit_code", None) == EXIT_REFUSED
+    assert list(tmp_path.iterdir()) == []
+
+
+def _ctx(layout: Layout) -> Any:
+    from onerun.plan import ApplyContext
+
+    return ApplyContext(layout, 0, 0, lambda message: None)
+
+
+def test_fresh_install_generates_a_password_and_never_shows_it() -> None:
+    decision = decide(settings(), observation(db(DbState.EMPTY), volume()), LAYOUT,
+                      new_password=lambda: "Generated-Canary-123")
+    one_auth = _writes(decision)[LAYOUT.one_auth]
+    assert one_auth.content == b"oneadmin:Generated-Canary-123\n"
+    assert one_auth.mode == 0o600 and one_auth.sensitive
+    described = str([action.describe() for action in decision.actions])
+    assert "Generated-Canary-123" not in described
+    assert str(LAYOUT.one_auth) in one_auth.describe()["why"]
+
+
+def test_generated_password_uses_the_allowed_alphabet() -> None:
+    password = generate_password()
+    assert len(password) == GENERATED_PASSWORD_LENGTH
+    assert set(password) <= set(PASSWORD_ALPHABET)
+    settings(ONEADMIN_PASSWORD=password)  # passes the same validation as a given password
+
+
+def test_bootstrap_removes_only_leftover_service_auth_files() -> None:
+    obs = observation(db(DbState.EMPTY),
+                      volume(one_key=KEY, one_auth="x", service_auth=("sunstone_auth",
+                                                                      "onegate_auth")))
+    decision = decide(settings(), obs, LAYOUT)
+    assert _removes(decision) >= {LAYOUT.service_auth("sunstone_auth"),
+                                  LAYOUT.service_auth("onegate_auth")}
+    assert LAYOUT.one_key not in _removes(decision)
+    assert LAYOUT.service_auth("oneflow_auth") not in _removes(decision)
+    # The one_auth already on the volume is kept when no password is given.
+    assert LAYOUT.one_auth not in _writes(decision)
+
+
+def test_bootstrapped_start_keeps_service_auth_files() -> None:
+    obs = observation(db(DbState.BOOTSTRAPPED),
+                      volume(one_key=KEY, one_auth=PASSWORD, service_auth=ALL_70, record="7.0.2"))
+    decision = decide(settings(ONEADMIN_PASSWORD=PASSWORD), obs, LAYOUT)
+    assert not any(path.name.endswith("_auth") for path in _removes(decision))
+    assert not decision.heal_service_auth
+    assert decision.record_start == ("7.0.2", "7.0.0")
+
+
+def test_missing_service_auth_file_is_healed_after_oned_answers() -> None:
+    obs = observation(db(DbState.BOOTSTRAPPED),
+                      volume(one_key=KEY, one_auth=PASSWORD, service_auth=("sunstone_auth",)))
+    decision = decide(settings(), obs, LAYOUT)
+    assert decision.refusal is None
+    assert decision.heal_service_auth
+
+
+def test_pv_lost_recovers_with_key_and_password() -> None:
+    decision = decide(settings(ONEADMIN_PASSWORD=PASSWORD, ONE_KEY=KEY),
+                      observation(db(DbState.BOOTSTRAPPED), volume()), LAYOUT)
+    assert decision.refusal is None
+    writes = _writes(decision)
+    assert writes[LAYOUT.one_key].content == f"{KEY}\n".encode()
+    assert writes[LAYOUT.one_auth].content == f"oneadmin:{PASSWORD}\n".encode()
+    assert decision.heal_service_auth
+
+
+def test_older_db_plans_an_upgrade_to_the_image_version() -> None:
+    image = ImageVersions(Version.parse("7.4.0"), Version.parse("7.4.0"), Version.parse("7.4.0"))
+    obs = observation(db(DbState.BOOTSTRAPPED, version="7.0.0"),
+                      volume(one_key=KEY, one_auth=PASSWORD, service_auth=ALL_70), image=image)
+    decision = decide(settings(), obs, LAYOUT)
+    assert decision.refusal is None
+    assert decision.upgrade is not None
+    assert (decision.upgrade.db_version, decision.upgrade.target_version) == ("7.0.0", "7.4.0")
+    assert decision.record_start == ("7.4.0", "7.4.0")
+    # 7.4 writes oneform_auth and oneks_auth too; they are missing here.
+    assert decision.heal_service_auth
+
+
+def test_versions_compare_numerically() -> None:
+    image = ImageVersions(Version.parse("7.10.0"), Version.parse("7.10.0"),
+                          Version.parse("7.10.0"))
+    obs = observation(db(DbState.BOOTSTRAPPED, version="7.4.0"),
+                      volume(one_key=KEY, one_auth=PASSWORD, service_auth=ALL_70), image=image)
+    decision = decide(settings(), obs, LAYOUT)
+    assert decision.refusal is None and decision.upgrade is not None
+
+
+def test_absent_image_versions_skip_the_check() -> None:
+    image = ImageVersions(None, None, None)
+    obs = observation(db(DbState.BOOTSTRAPPED, version="7.0.0"),
+                      volume(one_key=KEY, one_auth=PASSWORD, service_auth=ALL_70), image=image)
+    decision = decide(settings(), obs, LAYOUT)
+    assert decision.refusal is None and decision.upgrade is None
+    skipped = [a for a in decision.actions if isinstance(a, Check) and a.result == "skipped"]
+    assert any(check.name == "db version" for check in skipped)
+
+
+def test_stale_lock_is_removed_only_when_no_oned_runs() -> None:
+    obs = observation(db(DbState.BOOTSTRAPPED), volume(one_key=KEY, one_auth=PASSWORD,
+                                                       service_auth=ALL_70), lock=True)
+    assert LAYOUT.lock_file in _removes(decide(settings(), obs, LAYOUT))
+
+
+def test_remotes_refreshed_only_when_the_release_changed() -> None:
+    same = observation(db(DbState.BOOTSTRAPPED), volume(one_key=KEY, one_auth=PASSWORD,
+                                                        service_auth=ALL_70, record="7.0.2"))
+    assert not any(isinstance(a, ReplaceTree) for a in decide(settings(), same, LAYOUT).actions)
+    older = observation(db(DbState.BOOTSTRAPPED), volume(one_key=KEY, one_auth=PASSWORD,
+                                                         service_auth=ALL_70, record="7.0.1"))
+    assert any(isinstance(a, ReplaceTree) for a in decide(settings(), older, LAYOUT).actions)
+    missing = dataclasses.replace(same, volume=dataclasses.replace(same.volume,
+                                                                   remotes_present=False))
+    assert any(isinstance(a, ReplaceTree) for a in decide(settings(), missing, LAYOUT).actions)
+
+
+def test_maintenance_records_the_flag_and_no_start() -> None:
+    obs = observation(db(DbState.BOOTSTRAPPED), volume(one_key=KEY, one_auth=PASSWORD,
+                                                       service_auth=ALL_70))
+    decision = decide(settings(ONERUN_MAINTENANCE="1"), obs, LAYOUT)
+    assert LAYOUT.maintenance_flag in _writes(decision)
+    assert decision.record_start is None
+    normal = decide(settings(), obs, LAYOUT)
+    assert LAYOUT.maintenance_flag in _removes(normal)
+
+
+def test_unwritable_volume_is_refused() -> None:
+    obs = observation(db(DbState.EMPTY), volume())
+    obs = dataclasses.replace(obs, processes=dataclasses.replace(
+        obs.processes, var_lib_one_writable_by_oneadmin=False))
+    decision = decide(settings(), obs, LAYOUT)
+    assert decision.refusal is not None and "fsGroup" in decision.refusal.fix
+
+
+@pytest.mark.parametrize(("release", "expected"), [
+    ("7.0.2", 3), ("7.2.0", 4), ("7.4.0", 5), ("7.10.1", 5),
+])
+def test_service_auth_files_per_release(release: str, expected: int) -> None:
+    assert len(expected_service_auth_files(Version.parse(release))) == expected
+    assert expected_service_auth_files(None) == ALL_70
