@@ -25,7 +25,6 @@ from onerun.plan import (
     ReplaceTree,
     WriteFile,
 )
-from onerun.secret import Secret
 from onerun.settings import Settings
 from onerun.sshkeys import CopyFile, CopySshKeys, GenerateSshKey
 from onerun.versions import Version
@@ -199,12 +198,12 @@ def _bootstrapped_auth(settings: Settings, obs: Observation, layout: Layout,
 def _versions(obs: Observation, decision: Decision) -> None:
     """oned refuses any DB version mismatch and never migrates by itself (reference 2.3)."""
     expected = obs.image.versions.db_version
-    expected_local = obs.image.versions.local_db_version or expected
     if expected is None:
         decision.actions.append(Check(
             "db version", "skipped",
             "the image's onedb/database_schema.rb is absent: the DB version is not compared"))
         return
+    expected_local = obs.image.versions.local_db_version or expected
     found_text = obs.db.db_version or "unknown"
     local_text = obs.db.local_db_version or found_text
     try:
