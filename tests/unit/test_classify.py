@@ -1,0 +1,204 @@
+"""Classification rules (reference 2.5) and the sqlite reader on real one.db files of oned 7.0.0."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import DB_FIXTURES, require_shared
+
+from onerun.database import DbState, classify
+from onerun.database.classify import Facts, decide, is_true, parse_user_body
+from onerun.database.sqlite import classify_sqlite
+from onerun.errors import UnsafeStateError
+from onerun.layout import Layout
+from onerun.settings import load_settings
+
+FIXTURE_SHA256 = hashlib.sha256(b"fixturepass").hexdigest()
+USER0 = (
+    "<USER><ID>0</ID><NAME>oneadmin</NAME><PASSWORD><![CDATA[" + FIXTURE_SHA256
+    + "]]></PASSWORD><AUTH_DRIVER><![CDATA[core]]></AUTH_DRIVER></USER>"
+)
+ALL_MARKERS = frozenset({"logdb", "pool_control", "db_versioning", "local_db_versioning",
+                         "user_pool", "system_attributes", "vm_pool"})
+
+
+# -- the decision, from readings -----------------------------------------------------------
+
+def test_no_tables_is_empty() -> None:
+    observation = decide(Facts(where="db", tables=frozenset()))
+    assert observation.state is DbState.EMPTY
+    assert "no OpenNebula tables" in observation.detail
+
+
+def test_foreign_tables_only_is_empty_and_says_so() -> None:
+    observation = decide(Facts(where="db", tables=frozenset({"wp_posts", "wp_users"})))
+    assert observation.state is DbState.EMPTY
+    assert "2 other tables" in observation.detail
+
+
+@pytest.mark.parametrize(("db_version", "local_db_version", "missing"), [
+    (None, "7.0.0", "db_versioning"),
+    ("7.0.0", None, "local_db_versioning"),
+    (None, None, "local_db_versioning"),
+])
+def test_a_missing_version_row_is_partial_tables(
+        db_version: str | None, local_db_version: str | None, missing: str) -> None:
+    observation = decide(Facts(where="db", tables=ALL_MARKERS, db_version=db_version,
+                               local_db_version=local_db_version, user0_body=USER0))
+    assert observation.state is DbState.PARTIAL_TABLES
+    assert f"{missing} has no version" in observation.detail
+
+
+def test_one_marker_table_alone_is_partial_tables() -> None:
+    observation = decide(Facts(where="db", tables=frozenset({"logdb"})))
+    assert observation.state is DbState.PARTIAL_TABLES
+    assert "table db_versioning is missing" in observation.detail
+
+
+def test_versions_without_user_pool_table_is_partial_tables() -> None:
+    observation = decide(Facts(where="db", tables=ALL_MARKERS - {"user_pool"},
+                               db_version="7.0.0", local_db_version="7.0.0"))
+    assert observation.state is DbState.PARTIAL_TABLES
+    assert "no table user_pool" in observation.detail
+
+
+def test_versions_without_user0_is_partial_users() -> None:
+    observation = decide(Facts(where="db", tables=ALL_MARKERS, db_version="7.0.0",
+                               local_db_version="7.0.0", user1_present=True))
+    assert observation.state is DbState.PARTIAL_USERS
+    assert observation.oneadmin_password_sha256 is None
+    assert observation.serveradmin_present
+
+
+def test_versions_and_user0_is_bootstrapped_with_what_was_read() -> None:
+    observation = decide(Facts(where="db", tables=ALL_MARKERS, db_version="7.0.0",
+                               local_db_version="6.10.0", user0_body=USER0, is_slave=True))
+    assert observation.state is DbState.BOOTSTRAPPED
+    assert (observation.db_version, observation.local_db_version) == ("7.0.0", "6.10.0")
+    assert observation.oneadmin_name == "oneadmin"
+    assert observation.oneadmin_password_sha256 == FIXTURE_SHA256
+    assert observation.is_slave and not observation.serveradmin_present
+    assert "federation slave" in observation.detail
+
+
+def test_user0_with_an_unreadable_body_is_still_bootstrapped() -> None:
+    """oned decides on the row's presence; the body only feeds the password check."""
+    observation = decide(Facts(where="db", tables=ALL_MARKERS, db_version="7.0.0",
+                               local_db_version="7.0.0", user0_body="<USER><NAME>"))
+    assert observation.state is DbState.BOOTSTRAPPED
+    assert observation.oneadmin_password_sha256 is None
+
+
+def test_parse_user_body() -> None:
+    assert parse_user_body(USER0) == ("oneadmin", FIXTURE_SHA256)
+    assert parse_user_body("<USER><NAME>x</NAME></USER>") == ("x", None)
+    assert parse_user_body("not xml") == (None, None)
+    assert parse_user_body(None) == (None, None)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (0, False), (1, True), ("0", False), ("1", True), (b"1", True), (None, False), ("", False),
+])
+def test_is_true(value: object, expected: bool) -> None:
+    assert is_true(value) is expected
+
+
+# -- real one.db files ---------------------------------------------------------------------
+
+def _root_with(tmp_path: Path, fixture: str | None) -> tuple[Path, Layout]:
+    """A root whose /var/lib/one/one.db is a copy of a fixture (or absent)."""
+    root = tmp_path / "root"
+    (root / "var/lib/one").mkdir(parents=True)
+    layout = Layout(root)
+    if fixture is not None:
+        source = require_shared(DB_FIXTURES / fixture / "one.db")
+        shutil.copyfile(source, layout.sqlite_db)
+    return root, layout
+
+
+def _snapshot(directory: Path) -> dict[str, tuple[str, int, int]]:
+    """Every file in a directory: content hash, mtime (ns) and mode."""
+    return {
+        entry.name: (hashlib.sha256(entry.read_bytes()).hexdigest(), entry.stat().st_mtime_ns,
+                     entry.stat().st_mode)
+        for entry in directory.iterdir()
+    }
+
+
+SQLITE = load_settings({})
+
+
+def test_bootstrapped_fixture(tmp_path: Path) -> None:
+    _, layout = _root_with(tmp_path, "sqlite-bootstrapped")
+    observation = classify(SQLITE, layout)
+    assert observation.state is DbState.BOOTSTRAPPED
+    assert (observation.db_version, observation.local_db_version) == ("7.0.0", "7.0.0")
+    assert observation.oneadmin_password_sha256 == FIXTURE_SHA256
+    assert observation.oneadmin_name == "oneadmin"
+    assert observation.serveradmin_present
+    assert not observation.is_slave
+    assert len(observation.tables) == 39
+
+
+def test_partial_users_fixture(tmp_path: Path) -> None:
+    _, layout = _root_with(tmp_path, "sqlite-partial-users")
+    observation = classify(SQLITE, layout)
+    assert observation.state is DbState.PARTIAL_USERS
+    assert (observation.db_version, observation.local_db_version) == ("7.0.0", "7.0.0")
+    assert not observation.serveradmin_present
+
+
+def test_partial_tables_fixture(tmp_path: Path) -> None:
+    _, layout = _root_with(tmp_path, "sqlite-partial-tables")
+    observation = classify(SQLITE, layout)
+    assert observation.state is DbState.PARTIAL_TABLES
+    assert observation.db_version is None and observation.local_db_version == "7.0.0"
+    assert "db_versioning" not in observation.tables
+
+
+def test_missing_file_is_empty_and_not_created(tmp_path: Path) -> None:
+    _, layout = _root_with(tmp_path, None)
+    observation = classify(SQLITE, layout)
+    assert observation.state is DbState.EMPTY
+    assert observation.detail == f"{layout.sqlite_db} does not exist"
+    assert list(layout.sqlite_db.parent.iterdir()) == []
+
+
+def test_empty_file_is_empty(tmp_path: Path) -> None:
+    _, layout = _root_with(tmp_path, None)
+    layout.sqlite_db.touch()
+    before = _snapshot(layout.sqlite_db.parent)
+    assert classify(SQLITE, layout).state is DbState.EMPTY
+    assert _snapshot(layout.sqlite_db.parent) == before
+
+
+def test_a_file_that_is_not_sqlite_is_refused_untouched(tmp_path: Path) -> None:
+    _, layout = _root_with(tmp_path, None)
+    layout.sqlite_db.write_bytes(b"this is not an sqlite database\n" * 200)
+    before = _snapshot(layout.sqlite_db.parent)
+    with pytest.raises(UnsafeStateError, match="cannot be read as an sqlite database"):
+        classify(SQLITE, layout)
+    assert _snapshot(layout.sqlite_db.parent) == before
+
+
+@pytest.mark.parametrize("fixture", ["sqlite-bootstrapped", "sqlite-partial-users",
+                                     "sqlite-partial-tables"])
+def test_classify_never_changes_the_directory(tmp_path: Path, fixture: str) -> None:
+    """No write, no journal or WAL file, same mtime: observing is read-only."""
+    _, layout = _root_with(tmp_path, fixture)
+    os.utime(layout.sqlite_db, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
+    before = _snapshot(layout.sqlite_db.parent)
+    classify(SQLITE, layout)
+    assert _snapshot(layout.sqlite_db.parent) == before
+
+
+def test_read_only_fixture_can_be_classified_in_place() -> None:
+    """Classifying the shared fixture where it lies leaves it byte for byte as it was."""
+    path = require_shared(DB_FIXTURES / "sqlite-bootstrapped" / "one.db")
+    before = (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
+    assert classify_sqlite(path).state is DbState.BOOTSTRAPPED
+    assert (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns) == before
