@@ -31,10 +31,14 @@ YAML_SECTIONS = ("oneflow", "onegate", "fireedge", "oneform", "onehem", "oneks")
 ONE_KEY_MIN_LENGTH = 32  # oned uses the first 32 bytes as an AES-256 key (reference 1.5)
 PASSWORD_MAX_BYTES = 256  # oned's core auth driver limit (reference 1.2)
 _PASSWORD_FORBIDDEN = frozenset('"\\\'')
-# oned runs CREATE DATABASE IF NOT EXISTS <name> unquoted (reference 2.5).
-_UNQUOTED_IDENTIFIER = re.compile(r"^(?![0-9]+$)[0-9A-Za-z_$]{1,64}$")
-_HOSTISH = re.compile(r"^[A-Za-z0-9._:\-\[\]%]+$")
-_ATTRIBUTE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+# oned runs CREATE DATABASE IF NOT EXISTS <name> unquoted (reference 2.5), and onedb puts
+# DB_NAME and DB_USER unquoted into a shell command line (mysqldump -u USER ... NAME), so
+# MySQL's `$` is left out too. Patterns are used with fullmatch: `$` would accept "x\n".
+_UNQUOTED_IDENTIFIER = re.compile(r"(?![0-9]+\Z)[0-9A-Za-z_]{1,64}")
+_DB_USER = re.compile(r"[A-Za-z0-9_.\-]{1,80}")
+_HOSTISH = re.compile(r"[A-Za-z0-9._:\-\[\]%]+")
+_ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9_]+")
+_DIGITS = re.compile(r"[0-9]+")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
 
@@ -96,7 +100,8 @@ class _Collector:
             return None
         if path:
             try:
-                content = Path(path).read_text(encoding="utf-8")
+                # Bytes, not read_text: universal newlines would turn "\r" into "\n".
+                content = Path(path).read_bytes().decode("utf-8")
             except (OSError, UnicodeDecodeError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
                 self.problem(
@@ -133,7 +138,7 @@ class _Collector:
         raw = self.text(name)
         if raw is None:
             return default
-        if not raw.isdigit() or not low <= int(raw) <= high:
+        if not _DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
             self.problem(name, f"{raw!r} is not a whole number from {low} to {high}", "fix it")
             return default
         return int(raw)
@@ -144,14 +149,16 @@ def check_password(collector: _Collector, name: str, secret: Secret | None) -> N
     if secret is None:
         return
     value = secret.reveal()
-    size = len(value.encode("utf-8"))
+    size = len(value.encode("utf-8", "surrogatepass"))  # lone surrogates: refused below
     fix = f"choose another {name} (allowed: printable characters except quotes and backslash)"
     if not 1 <= size <= PASSWORD_MAX_BYTES:
         collector.problem(name, f"must be 1 to {PASSWORD_MAX_BYTES} bytes", fix)
     if any(ch in _PASSWORD_FORBIDDEN for ch in value):
         collector.problem(name, "must not contain \", \\ or '", fix)
     if any(ch.isspace() or not ch.isprintable() for ch in value):
-        collector.problem(name, "must not contain whitespace or control characters", fix)
+        collector.problem(
+            name, "must not contain whitespace, control or other non-printable characters", fix
+        )
     if "]]>" in value:
         collector.problem(name, "must not contain ']]>' (oned's parser reads it as CDATA)", fix)
 
@@ -164,14 +171,16 @@ def _check_one_key(collector: _Collector, secret: Secret | None) -> None:
     if len(value) < ONE_KEY_MIN_LENGTH:
         collector.problem("ONE_KEY", f"must be at least {ONE_KEY_MIN_LENGTH} characters", fix)
     if any(ch.isspace() or not ch.isprintable() for ch in value):
-        collector.problem("ONE_KEY", "must not contain whitespace or control characters", fix)
+        collector.problem(
+            "ONE_KEY", "must not contain whitespace, control or other non-printable characters", fix
+        )
 
 
 def _address(collector: _Collector, name: str, *, allow_auto: bool) -> str | None:
     value = collector.text(name)
     if value is None or (allow_auto and value.lower() == "auto"):
         return None
-    if not _HOSTISH.match(value):
+    if not _HOSTISH.fullmatch(value):
         collector.problem(name, f"{value!r} is not a host name or IP address", "fix the value")
         return None
     return value
@@ -265,7 +274,7 @@ def _check_template_overrides(collector: _Collector, section: str, body: dict[An
     """Keys must be attribute names; values a scalar, a vector (mapping) or a list of them."""
     where = f"ONERUN_CONFIG: {section}"
     for key, value in body.items():
-        if not isinstance(key, str) or not _ATTRIBUTE_NAME.match(key):
+        if not isinstance(key, str) or not _ATTRIBUTE_NAME.fullmatch(key):
             collector.problem(where, f"{key!r} is not an attribute name", "use [A-Za-z0-9_]+")
             continue
         if section == "oned" and key.upper() == "DB":
@@ -279,7 +288,7 @@ def _check_template_overrides(collector: _Collector, section: str, body: dict[An
         for item in items:
             ok = _is_scalar(item) or (
                 isinstance(item, dict)
-                and all(isinstance(k, str) and _ATTRIBUTE_NAME.match(k) for k in item)
+                and all(isinstance(k, str) and _ATTRIBUTE_NAME.fullmatch(k) for k in item)
                 and all(_is_scalar(v) for v in item.values())
             )
             if not ok:
@@ -289,6 +298,47 @@ def _check_template_overrides(collector: _Collector, section: str, body: dict[An
                     "vectors hold only KEY: value pairs",
                 )
                 break
+
+
+def _get_key(body: Mapping[Any, Any], name: str) -> Any:
+    """Value of attribute ``name`` in ``body``; oned upper-cases names, so ``network`` counts."""
+    for key, value in body.items():
+        if isinstance(key, str) and key.upper() == name:
+            return value
+    return None
+
+
+def _has_key(body: Mapping[Any, Any], name: str) -> bool:
+    return any(isinstance(key, str) and key.upper() == name for key in body)
+
+
+def _db_backend(c: _Collector) -> DbBackend:
+    raw = (c.text("DB_BACKEND") or "sqlite").lower()
+    if raw in ("mysql", "mariadb"):
+        return "mysql"
+    if raw != "sqlite":
+        c.problem("DB_BACKEND", f"{raw!r} is not supported", "use sqlite, mysql or mariadb")
+    return "sqlite"
+
+
+def _check_override_conflicts(
+    c: _Collector, overrides: Mapping[str, Any], hostname: str | None, monitor: str | None
+) -> None:
+    """An attribute set both by a variable and in ONERUN_CONFIG: which one wins is unclear."""
+    if hostname and _has_key(overrides.get("oned", {}), "HOSTNAME"):
+        c.problem(
+            "OPENNEBULA_HOSTNAME",
+            "HOSTNAME is also set in ONERUN_CONFIG's oned section",
+            "set it in one place only",
+        )
+    network = _get_key(overrides.get("monitord", {}), "NETWORK")
+    vectors = network if isinstance(network, list) else [network]
+    if monitor and any(isinstance(v, dict) and _has_key(v, "MONITOR_ADDRESS") for v in vectors):
+        c.problem(
+            "OPENNEBULA_MONITOR_ADDRESS",
+            "NETWORK/MONITOR_ADDRESS is also set in ONERUN_CONFIG's monitord section",
+            "set it in one place only",
+        )
 
 
 def load_settings(environ: Mapping[str, str], root: str | Path | None = None) -> Settings:
@@ -302,28 +352,27 @@ def load_settings(environ: Mapping[str, str], root: str | Path | None = None) ->
     check_password(c, "DB_PASSWORD", db_password)
     _check_one_key(c, one_key)
 
-    backend_raw = (c.text("DB_BACKEND") or "sqlite").lower()
-    backend: DbBackend = "sqlite"
-    if backend_raw in ("mysql", "mariadb"):
-        backend = "mysql"
-    elif backend_raw != "sqlite":
-        c.problem("DB_BACKEND", f"{backend_raw!r} is not supported", "use sqlite or mysql")
-
+    backend = _db_backend(c)
     db_host = _address(c, "DB_HOST", allow_auto=False)
     if backend == "mysql" and db_host is None and c.text("DB_HOST") is None:
         c.problem("DB_HOST", "is required when DB_BACKEND=mysql", "set it to the server's name")
     db_port = c.integer("DB_PORT", 3306, 1, 65535)
     db_user = c.text("DB_USER") or "oneadmin"
-    if not _UNQUOTED_IDENTIFIER.match(db_user) and not re.match(r"^[^\s\"'\\]{1,80}$", db_user):
-        c.problem("DB_USER", f"{db_user!r} is not a valid user name", "use letters, digits, _")
+    if not _DB_USER.fullmatch(db_user):
+        c.problem(
+            "DB_USER",
+            f"{db_user!r} is not a valid user name (onedb passes it unquoted to a shell)",
+            "use up to 80 of [A-Za-z0-9_.-]",
+        )
     db_name = c.text("DB_NAME") or "opennebula"
-    if not _UNQUOTED_IDENTIFIER.match(db_name):
+    if not _UNQUOTED_IDENTIFIER.fullmatch(db_name):
         c.problem(
             "DB_NAME",
-            f"{db_name!r} is not valid as an unquoted MySQL name (oned does not quote it)",
-            "use up to 64 of [A-Za-z0-9_$], not only digits",
+            f"{db_name!r} is not valid as an unquoted MySQL name (oned and onedb do not quote it)",
+            "use up to 64 of [A-Za-z0-9_], not only digits",
         )
-    if backend == "mysql" and db_password is None:
+    password_given = c.text("DB_PASSWORD") is not None or c.text("DB_PASSWORD_FILE") is not None
+    if backend == "mysql" and not password_given:
         c.problem("DB_PASSWORD", "is required when DB_BACKEND=mysql", "set DB_PASSWORD(_FILE)")
 
     hostname = _address(c, "OPENNEBULA_HOSTNAME", allow_auto=True)
@@ -332,22 +381,7 @@ def load_settings(environ: Mapping[str, str], root: str | Path | None = None) ->
 
     config_path = c.text("ONERUN_CONFIG")
     overrides = _load_overrides(c, config_path)
-    oned_overrides = overrides.get("oned", {})
-    if hostname and any(key.upper() == "HOSTNAME" for key in oned_overrides):
-        c.problem(
-            "OPENNEBULA_HOSTNAME",
-            "HOSTNAME is also set in ONERUN_CONFIG's oned section",
-            "set it in one place only",
-        )
-    monitord_network = overrides.get("monitord", {}).get("NETWORK")
-    if monitor_address and isinstance(monitord_network, dict) and any(
-        key.upper() == "MONITOR_ADDRESS" for key in monitord_network
-    ):
-        c.problem(
-            "OPENNEBULA_MONITOR_ADDRESS",
-            "NETWORK/MONITOR_ADDRESS is also set in ONERUN_CONFIG's monitord section",
-            "set it in one place only",
-        )
+    _check_override_conflicts(c, overrides, hostname, monitor_address)
 
     log_format_raw = (c.text("ONERUN_LOG_FORMAT") or "text").lower()
     log_format: LogFormat = "json" if log_format_raw == "json" else "text"
