@@ -46,7 +46,7 @@ def lay_out(root: Path, files: int) -> None:
 def time_start(root: Path, runs: int) -> list[float]:
     settings = load_settings({"ONEADMIN_PASSWORD": "bench-Password-1"}, root=root)
     layout = Layout(root)
-    quiet = Logger("text", stream=open("/dev/null", "w"))  # noqa: SIM115, PTH123
+    quiet = Logger("text", stream=open("/dev/null", "w"))  # noqa: SIM115
     account = layout.oneadmin
     samples = []
     for _ in range(runs):
