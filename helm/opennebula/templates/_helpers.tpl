@@ -1,0 +1,162 @@
+{{/* Names, labels and the small decisions several templates share. */}}
+
+{{- define "opennebula.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "opennebula.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "opennebula.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "opennebula.labels" -}}
+helm.sh/chart: {{ include "opennebula.chart" . }}
+app.kubernetes.io/name: {{ include "opennebula.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Selector of the OpenNebula front-end pod. */}}
+{{- define "opennebula.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "opennebula.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: frontend
+{{- end }}
+
+{{/* Selector of the bundled MariaDB pod. */}}
+{{- define "opennebula.mariadb.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "opennebula.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: mariadb
+{{- end }}
+
+{{- define "opennebula.headlessName" -}}
+{{- printf "%s-headless" (include "opennebula.fullname" . | trunc 54 | trimSuffix "-") }}
+{{- end }}
+
+{{- define "opennebula.mariadb.fullname" -}}
+{{- printf "%s-mariadb" (include "opennebula.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
+{{- define "opennebula.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "opennebula.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "opennebula.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{- define "opennebula.mariadb.image" -}}
+{{- $i := .Values.database.mariadb.image }}
+{{- if $i.digest }}
+{{- printf "%s:%s@%s" $i.repository $i.tag $i.digest }}
+{{- else }}
+{{- printf "%s:%s" $i.repository $i.tag }}
+{{- end }}
+{{- end }}
+
+{{/* Secret with oneadmin's password and one_key (the chart's or the user's). */}}
+{{- define "opennebula.secretName" -}}
+{{- default (include "opennebula.fullname" .) .Values.opennebula.existingSecret }}
+{{- end }}
+
+{{/* Secret and key holding the password onerun uses for the database (none for sqlite). */}}
+{{- define "opennebula.dbSecretName" -}}
+{{- if eq .Values.database.type "mariadb" }}
+{{- default (include "opennebula.mariadb.fullname" .) .Values.database.mariadb.auth.existingSecret }}
+{{- else if eq .Values.database.type "external" }}
+{{- default (printf "%s-db" (include "opennebula.fullname" . | trunc 60 | trimSuffix "-")) .Values.database.external.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{- define "opennebula.dbSecretKey" -}}
+{{- if eq .Values.database.type "mariadb" }}
+{{- .Values.database.mariadb.auth.existingSecretKeys.password }}
+{{- else if eq .Values.database.type "external" }}
+{{- .Values.database.external.existingSecretPasswordKey }}
+{{- end }}
+{{- end }}
+
+{{/*
+A secret value that is generated once: the explicit value if given, else the value already in
+the live Secret (lookup), else a new random one. Under `helm template` and GitOps tools that
+cannot lookup, the last case happens at every render: use existingSecret there.
+Arguments: (list $ secretName key explicitValue length).
+*/}}
+{{- define "opennebula.keptSecretValue" -}}
+{{- $root := index . 0 }}
+{{- $name := index . 1 }}
+{{- $key := index . 2 }}
+{{- $explicit := index . 3 }}
+{{- $length := index . 4 }}
+{{- if $explicit }}
+{{- $explicit }}
+{{- else }}
+{{- $live := lookup "v1" "Secret" $root.Release.Namespace $name }}
+{{- if and $live $live.data (hasKey $live.data $key) }}
+{{- index $live.data $key | b64dec }}
+{{- else }}
+{{- randAlphaNum $length }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Stable DNS name of pod 0 through the headless Service (the default OPENNEBULA_HOSTNAME). */}}
+{{- define "opennebula.podDomain" -}}
+{{- printf "%s.%s.svc.%s" (include "opennebula.headlessName" .) .Release.Namespace .Values.clusterDomain }}
+{{- end }}
+
+{{/* Whether an optional service's port is exposed: listed, or the list is empty (all installed). */}}
+{{- define "opennebula.serviceOn" -}}
+{{- $services := index . 0 }}
+{{- $name := index . 1 }}
+{{- if or (empty $services) (has $name $services) }}true{{ end }}
+{{- end }}
+
+{{/*
+Checks the schema cannot express (it sees values, not the chart). Included by the StatefulSet so
+every render runs them.
+*/}}
+{{- define "opennebula.validate" -}}
+{{- if lt (int .Values.terminationGracePeriodSeconds) (int .Values.opennebula.stopBudgetSeconds) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must be at least opennebula.stopBudgetSeconds (%v): Kubernetes would SIGKILL oned during its shutdown. Raise terminationGracePeriodSeconds." .Values.terminationGracePeriodSeconds .Values.opennebula.stopBudgetSeconds) }}
+{{- end }}
+{{- $deadline := float64 .Values.opennebula.probes.deadlineSeconds }}
+{{- range $name := list "startup" "readiness" "liveness" }}
+{{- $probe := index $.Values.opennebula.probes $name }}
+{{- if lt (float64 $probe.timeoutSeconds) (addf $deadline 1.0) }}
+{{- fail (printf "opennebula.probes.%s.timeoutSeconds (%v) must be at least opennebula.probes.deadlineSeconds + 1 (%v): the kubelet would kill the probe before it can answer." $name $probe.timeoutSeconds (addf $deadline 1.0)) }}
+{{- end }}
+{{- end }}
+{{- if .Values.opennebula.probes.grpc.enabled }}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if and (regexMatch "^v?[0-9]+\\.[0-9]+(\\.[0-9]+)?([-+].*)?$" $tag) (semverCompare "<7.2.0-0" $tag) }}
+{{- fail (printf "opennebula.probes.grpc.enabled needs OpenNebula 7.2 or later (image tag %s): oned serves gRPC health only from 7.2. Set it to false." $tag) }}
+{{- end }}
+{{- if .Values.opennebula.maintenance }}
+{{- fail "opennebula.probes.grpc.enabled cannot be combined with opennebula.maintenance: no oned runs in maintenance mode, so a gRPC startup probe would never pass. Set probes.grpc.enabled to false while in maintenance." }}
+{{- end }}
+{{- end }}
+{{- end }}
