@@ -102,6 +102,10 @@ def start(root: str | None, dry_run: bool) -> None:
 
 # Commands of other modules are registered below, one import and one add_command each.
 # (No probe here: ``onerun probe`` is dispatched in onerun.entry without loading click.)
+from onerun.backup import backup_command, restore_command  # noqa: E402
+
+cli.add_command(backup_command)
+cli.add_command(restore_command)
 
 
 def main() -> None:
