@@ -506,7 +506,9 @@ def write_restore_failed_marker(layout: Layout, backup: Path, reason: str) -> No
 
     account = layout.oneadmin
     payload = {"backup": str(backup), "time": datetime.now(UTC).isoformat(), "reason": reason}
-    layout.state_dir.mkdir(parents=True, exist_ok=True)
+    if not layout.state_dir.is_dir():
+        layout.state_dir.mkdir(mode=0o700, parents=True)
+        chown_if_root(layout.state_dir, account.uid, account.gid)
     atomic_write(layout.restore_failed_marker, (json.dumps(payload, indent=2) + "\n").encode(),
                  0o600, account.uid, account.gid)
 
