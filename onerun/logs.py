@@ -1,0 +1,291 @@
+"""``onerun logs --follow``: every log line of the front-end on the container's stdout.
+
+oned, monitord, FireEdge and the Ruby servers write only to files in /var/log/one, and
+supervisord writes each program's stdout/stderr to console/<program>.log there (it has
+no per-line prefix of its own). This follower prints each new line of all of them,
+prefixed with the service's name, so ``kubectl logs`` shows everything, and keeps each
+file bounded: past ONERUN_LOG_MAX_BYTES it empties the file in place after reading it
+(every writer appends with O_APPEND, so the next write lands at the new end).
+
+Where it stopped reading each file is kept in <log_dir>/.onerun-logs.json (inode and
+offset); ``onerun start`` records the current ends before supervisord starts, so a
+restart prints neither old lines again nor misses lines written in between.
+Stdlib only; a 0.5 s poll of a few stat() calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import click
+
+from onerun.fsutil import atomic_write
+from onerun.layout import Layout
+from onerun.plan import ApplyContext
+
+STATE_FILE = ".onerun-logs.json"
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+POLL_SECONDS = 0.5
+SWEEP_SECONDS = 60.0  # how often files nobody follows (VM logs) are checked for size
+MAX_LINE = 64 * 1024  # a longer line without a newline is printed in pieces
+
+# Files the services write themselves, and the name their lines are prefixed with.
+FOLLOWED = {
+    "oned.log": "oned",
+    "one_xmlrpc.log": "oned",
+    "monitor.log": "monitord",
+    "sched.log": "sched",
+    "onehem.log": "hem",
+    "fireedge.log": "fireedge",
+    "fireedge.error": "fireedge",
+    "oneflow.log": "oneflow",
+    "onegate.log": "onegate",
+    "oneform.log": "oneform",
+    "oneks.log": "oneks",
+}
+CONSOLE_DIR = "console"
+
+
+def followed_files(log_dir: Path) -> dict[Path, str]:
+    """Every file to follow that exists now, with its prefix."""
+    found = {log_dir / name: label for name, label in FOLLOWED.items()
+             if (log_dir / name).is_file()}
+    console = log_dir / CONSOLE_DIR
+    if console.is_dir():
+        for path in sorted(console.glob("*.log")):
+            found[path] = path.stem
+    return found
+
+
+def max_bytes_from_env(environ: dict[str, str] | os._Environ[str] = os.environ) -> int:
+    raw = environ.get("ONERUN_LOG_MAX_BYTES", "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else DEFAULT_MAX_BYTES
+
+
+@dataclass
+class _Tail:
+    """One followed file: its open handle, inode, read offset and an unfinished line."""
+
+    path: Path
+    label: str
+    handle: BinaryIO | None = None
+    inode: int = 0
+    partial: bytes = b""
+    offset: int = 0
+
+    def open(self, offset: int) -> bool:
+        try:
+            handle = self.path.open("rb")
+        except OSError:
+            return False
+        self.close()
+        self.handle = handle
+        self.inode = os.fstat(handle.fileno()).st_ino
+        size = os.fstat(handle.fileno()).st_size
+        self.offset = offset if offset <= size else 0
+        handle.seek(self.offset)
+        self.partial = b""
+        return True
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+    def read(self) -> list[bytes]:
+        """Complete lines added since the last read."""
+        if self.handle is None:
+            return []
+        size = os.fstat(self.handle.fileno()).st_size
+        if size < self.offset:  # truncated by someone: start over
+            self.handle.seek(0)
+            self.offset = 0
+            self.partial = b""
+        data = self.handle.read()
+        self.offset += len(data)
+        if not data:
+            return []
+        chunks = (self.partial + data).split(b"\n")
+        self.partial = chunks.pop()
+        while len(self.partial) > MAX_LINE:
+            chunks.append(self.partial[:MAX_LINE])
+            self.partial = self.partial[MAX_LINE:]
+        return chunks
+
+    def flush_partial(self) -> list[bytes]:
+        rest, self.partial = self.partial, b""
+        return [rest] if rest else []
+
+
+@dataclass
+class Follower:
+    """Follows the log directory; ``poll`` does one round, ``run`` loops until stopped."""
+
+    log_dir: Path
+    out: BinaryIO
+    max_bytes: int = DEFAULT_MAX_BYTES
+    fmt: str = "text"
+    tails: dict[Path, _Tail] = field(default_factory=dict)
+    _state: dict[str, list[int]] = field(default_factory=dict)
+    _last_sweep: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._state = read_state(self.log_dir)
+
+    def _emit(self, tail: _Tail, lines: list[bytes]) -> None:
+        for raw in lines:
+            text = raw.replace(b"\x00", b"").decode("utf-8", errors="replace").rstrip("\r")
+            if not text:
+                continue
+            if self.fmt == "json":
+                line = json.dumps({"service": tail.label, "file": tail.path.name, "msg": text})
+            else:
+                line = f"[{tail.label}] {text}"
+            self.out.write(line.encode("utf-8", errors="replace") + b"\n")
+
+    def _discover(self) -> None:
+        for path, label in followed_files(self.log_dir).items():
+            if path in self.tails:
+                continue
+            tail = _Tail(path, label)
+            saved = self._state.get(str(path))
+            start = 0
+            with contextlib.suppress(OSError):
+                if saved is not None and path.stat().st_ino == saved[0]:
+                    start = saved[1]
+            if tail.open(start):
+                self.tails[path] = tail
+
+    def _follow(self, tail: _Tail) -> None:
+        self._emit(tail, tail.read())
+        try:
+            current = tail.path.stat()
+        except FileNotFoundError:
+            current = None
+        if current is None or current.st_ino != tail.inode:  # rotated or removed
+            self._emit(tail, tail.flush_partial())
+            if current is None or not tail.open(0):
+                tail.close()
+                del self.tails[tail.path]
+                return
+            self._emit(tail, tail.read())
+        if tail.offset > self.max_bytes:
+            self._bound(tail)
+
+    def _bound(self, tail: _Tail) -> None:
+        """Empty the file we have just read in full: writers append at the new end."""
+        self._emit(tail, tail.read())
+        with contextlib.suppress(OSError):
+            os.truncate(tail.path, 0)
+            if tail.handle is not None:
+                tail.handle.seek(0)
+            tail.offset = 0
+
+    def _sweep(self) -> None:
+        """Bound files nobody follows (per-VM logs): they grow in the same directory."""
+        with contextlib.suppress(OSError), os.scandir(self.log_dir) as entries:
+            for entry in entries:
+                path = Path(entry.path)
+                if (path not in self.tails and entry.is_file(follow_symlinks=False)
+                        and entry.stat().st_size > self.max_bytes):
+                    with contextlib.suppress(OSError):
+                        os.truncate(path, 0)
+
+    def poll(self) -> None:
+        """One round: new files, new lines, bounds; then the state is saved."""
+        self._discover()
+        for tail in list(self.tails.values()):
+            self._follow(tail)
+        self.out.flush()
+        now = time.monotonic()
+        if now - self._last_sweep >= SWEEP_SECONDS:
+            self._last_sweep = now
+            self._sweep()
+        state = {str(t.path): [t.inode, t.offset - len(t.partial)] for t in self.tails.values()}
+        if state != self._state:
+            self._state = state
+            write_state(self.log_dir, state)
+
+    def run(self, should_stop: Any) -> None:
+        while not should_stop():
+            self.poll()
+            time.sleep(POLL_SECONDS)
+        self.poll()  # what the services wrote while they stopped
+        for tail in self.tails.values():
+            self._emit(tail, tail.flush_partial())
+        self.out.flush()
+
+
+def read_state(log_dir: Path) -> dict[str, list[int]]:
+    try:
+        data = json.loads((log_dir / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items()
+            if isinstance(v, list) and len(v) == 2 and all(isinstance(n, int) for n in v)}
+
+
+def write_state(log_dir: Path, state: dict[str, list[int]]) -> None:
+    """Temp file and rename, without fsync: the state only matters within this pod."""
+    target = log_dir / STATE_FILE
+    tmp = target.with_name(f"{STATE_FILE}.tmp")
+    with contextlib.suppress(OSError):
+        tmp.write_text(json.dumps(state))
+        tmp.replace(target)
+
+
+def current_ends(log_dir: Path) -> dict[str, list[int]]:
+    """Inode and size of every followed file: "already shown" for the next follower."""
+    state: dict[str, list[int]] = {}
+    for path in followed_files(log_dir):
+        with contextlib.suppress(OSError):
+            status = path.stat()
+            state[str(path)] = [status.st_ino, status.st_size]
+    return state
+
+
+@dataclass(frozen=True)
+class MarkLogsShown:
+    """Before supervisord starts: lines already in the logs are from an earlier run and
+    are not printed again; anything written from now on is."""
+
+    log_dir: Path
+
+    def describe(self) -> dict[str, Any]:
+        return {"action": "mark-logs-shown", "path": str(self.log_dir / STATE_FILE),
+                "owner": "oneadmin", "why": "onerun-logs prints only lines from this run on"}
+
+    def apply(self, ctx: ApplyContext) -> None:
+        atomic_write(self.log_dir / STATE_FILE, json.dumps(current_ends(self.log_dir)).encode(),
+                     0o644, ctx.uid, ctx.gid)
+
+
+@click.command("logs")
+@click.option("--follow", is_flag=True, required=True,
+              help="Follow the log files (the only mode: run by supervisord).")
+def logs_command(follow: bool) -> None:
+    """Print OpenNebula's log files on stdout, prefixed with the service's name."""
+    del follow
+    layout = Layout.from_env()
+    stop = False
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    fmt = os.environ.get("ONERUN_LOG_FORMAT", "text")
+    follower = Follower(layout.log_dir, sys.stdout.buffer, max_bytes_from_env(), fmt)
+    follower.run(lambda: stop)
+

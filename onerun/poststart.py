@@ -1,0 +1,124 @@
+"""What runs once oned answers: ``onerun wait-oned -- CMD`` and ``onerun post-start``.
+
+``wait-oned`` holds back programs that need oned (the hook manager loads its hooks
+once at start and carries on without them if oned is not there, reference 4.3), and
+services whose auth file oned writes during its bootstrap.
+
+``post-start`` is the one-shot that finishes a start: it heals lost service auth files
+(a new serveradmin secret: oned stores sha256(secret), the files hold the secret,
+reference 1.3) and then records the completed start on the volume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from onerun.fsutil import atomic_write
+from onerun.layout import Layout
+from onerun.log import Logger
+from onerun.marker import write_start_record
+from onerun.oneapi import OneApiError, OneClient, endpoint_from_env, one_auth_path, read_session
+from onerun.services import service_auth_files
+
+SERVERADMIN = "serveradmin"
+SERVERADMIN_ID = 1
+RETRY_SECONDS = 1.0
+CALL_TIMEOUT = 5.0
+
+
+def wait_for_oned(layout: Layout, log: Logger, *, sleep: Callable[[float], None] = time.sleep,
+                  endpoint: str | None = None) -> OneClient:
+    """Retry one.user.info as oneadmin until oned answers; log once per change of reason."""
+    endpoint = endpoint or endpoint_from_env()
+    auth = one_auth_path(layout.one_auth)
+    last_reason = ""
+    while True:
+        try:
+            client = OneClient(endpoint, read_session(auth), CALL_TIMEOUT)
+            client.call("one.user.info", -1, False)
+            log.info(f"oned answers at {endpoint}")
+            return client
+        except (OSError, OneApiError) as exc:
+            reason = exc.__class__.__name__ if isinstance(exc, OSError) else str(exc)
+            if reason != last_reason:
+                log.info(f"waiting for oned at {endpoint}: {reason}")
+                last_reason = reason
+        sleep(RETRY_SECONDS)
+
+
+def wait_for_files(paths: list[Path], log: Logger,
+                   sleep: Callable[[float], None] = time.sleep) -> None:
+    """Until every file exists and is not empty (the packaged units assert this)."""
+    for path in paths:
+        logged = False
+        while not (path.is_file() and path.stat().st_size > 0):
+            if not logged:
+                log.info(f"waiting for {path}")
+                logged = True
+            sleep(RETRY_SECONDS)
+
+
+def heal_service_auth_files(client: OneClient, layout: Layout, log: Logger,
+                      sleep: Callable[[float], None] = time.sleep, attempts: int = 5) -> None:
+    """New serveradmin secret in oned first, then every service auth file of this release.
+
+    In that order: a failure after the API call leaves files to heal at the next start,
+    never files whose secret oned does not know.
+    """
+    secret = secrets.token_hex(32)
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    for attempt in range(1, attempts + 1):
+        try:
+            client.call("one.user.passwd", SERVERADMIN_ID, digest)
+            break
+        except OneApiError as exc:
+            if attempt == attempts:
+                raise
+            log.warning(f"resetting serveradmin's secret failed ({exc}); retrying")
+            sleep(RETRY_SECONDS)
+    account = layout.oneadmin
+    names = service_auth_files(layout)
+    for name in names:
+        atomic_write(layout.service_auth(name), f"{SERVERADMIN}:{secret}\n".encode(), 0o600,
+                     account.uid, account.gid)
+    log.info(f"serveradmin has a new secret; wrote {', '.join(names)}")
+
+
+@click.command("wait-oned", context_settings={"ignore_unknown_options": True})
+@click.option("--file", "files", multiple=True, type=click.Path(), metavar="PATH",
+              help="Also wait until this file exists and is not empty (repeatable).")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def wait_oned_command(files: tuple[str, ...], command: tuple[str, ...]) -> None:
+    """Wait until oned answers (and FILEs exist), then exec COMMAND."""
+    layout = Layout.from_env()
+    log = Logger(os.environ.get("ONERUN_LOG_FORMAT", "text"))
+    wait_for_oned(layout, log)
+    wait_for_files([Path(f) for f in files], log)
+    os.execvp(command[0], list(command))  # noqa: S606 - argv list from supervisord's config
+
+
+@click.command("post-start")
+@click.option("--heal-service-auth", is_flag=True,
+              help="Give serveradmin a new secret and write every service auth file.")
+@click.option("--record-start", nargs=2, default=None, metavar="RELEASE DB_VERSION",
+              help="Record the completed start on the volume (empty string: unknown).")
+def post_start_command(heal_service_auth: bool, record_start: tuple[str, str] | None) -> None:
+    """Once oned answers: heal service auth files, record the start on the volume."""
+    layout = Layout.from_env()
+    log = Logger(os.environ.get("ONERUN_LOG_FORMAT", "text"))
+    client = wait_for_oned(layout, log)
+    if heal_service_auth:
+        heal_service_auth_files(client, layout, log)
+    if record_start is not None:
+        release, db_version = (value or None for value in record_start)
+        account = layout.oneadmin
+        write_start_record(layout.volume_marker, release, db_version, account.uid, account.gid)
+        log.info(f"recorded this start in {layout.volume_marker}")
+

@@ -1,0 +1,219 @@
+"""supervisord: its config rendered from templates/supervisord.conf.j2, the actions that
+prepare for it, and the final exec with an environment scrubbed to an allow-list.
+
+Also ``onerun ssh-agent``, the small wrapper supervisord runs for oneadmin's agent.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from onerun.errors import DependencyUnavailable, OnerunError
+from onerun.fsutil import atomic_write, chown_if_root, running_as_root
+from onerun.layout import Layout
+from onerun.logs import MarkLogsShown
+from onerun.plan import Action, ApplyContext, EnsureDirectory
+from onerun.services import Program
+from onerun.settings import Settings
+
+# Variables passed on to supervisord and so to every program. Nothing else: the
+# environment holds DB_PASSWORD, ONEADMIN_PASSWORD, ONE_KEY and their *_FILE paths.
+_ALLOWED = frozenset({
+    "PATH", "LANG", "LANGUAGE", "TZ", "TERM", "HOSTNAME", "HOME",
+    "ONERUN_ROOT", "ONERUN_LOG_FORMAT", "ONERUN_LOG_MAX_BYTES", "ONE_XMLRPC",
+})
+_ALLOWED_PREFIXES = ("LC_",)
+_NEVER = re.compile(r"(PASSWORD|SECRET|TOKEN|_KEY|_FILE)$|^ONE_KEY$")
+
+
+def stop_budget_seconds(programs: list[Program]) -> int:
+    """Worst-case stop time: supervisord stops one program after another, each waiting up
+    to its stopwaitsecs before SIGKILL, so the budget is their sum (docs/processes.md)."""
+    return sum(p.stopwaitsecs for p in programs)
+
+
+@dataclass(frozen=True)
+class EnsureLogFile:
+    """Create a log file owned by oneadmin (only that file, never recursively).
+
+    supervisord opens programs' console files itself, as the user it runs as; made
+    beforehand they belong to oneadmin, so the follower (oneadmin) can bound them.
+    """
+
+    path: Path
+
+    def describe(self) -> dict[str, Any]:
+        return {"action": "ensure-log-file", "path": str(self.path), "owner": "oneadmin",
+                "mode": "0640"}
+
+    def apply(self, ctx: ApplyContext) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        try:
+            status = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if (status.st_uid, status.st_gid) != (ctx.uid, ctx.gid):
+            chown_if_root(self.path, ctx.uid, ctx.gid)
+
+
+@dataclass(frozen=True)
+class WriteSupervisorConfig:
+    """The rendered config, owned by the user supervisord runs as: a oneadmin-writable
+    file that a root supervisord executes would hand oneadmin root."""
+
+    path: Path
+    content: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"action": "write", "path": str(self.path), "owner": "supervisord's user",
+                "mode": "0644", "content": f"{len(self.content)} bytes",
+                "why": "supervisord config (no secrets)"}
+
+    def apply(self, ctx: ApplyContext) -> None:
+        atomic_write(self.path, self.content.encode(), 0o644, os.geteuid(), os.getegid())
+
+
+def _argv_filter(argv: list[str]) -> str:
+    """supervisord splits ``command`` with shlex and expands ``%(...)s``."""
+    return " ".join(shlex.quote(arg) for arg in argv).replace("%", "%%")
+
+
+def _env_filter(environment: Mapping[str, str]) -> str:
+    """KEY="value",... as supervisord parses it; values cannot hold quotes or newlines."""
+    pairs = []
+    for key, value in environment.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) or re.search(r'["\n\r]', value):
+            raise OnerunError(f"cannot pass {key} to supervisord: unsupported characters")
+        pairs.append(f'{key}="{value}"'.replace("%", "%%"))
+    return ",".join(pairs)
+
+
+def render_config(layout: Layout, programs: list[Program], *, run_as_root: bool) -> str:
+    """The supervisord config for ``programs``; ``user=`` lines only when root."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("onerun", "templates"),
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,  # noqa: S701 - an INI file, not HTML
+    )
+    env.filters["argv"] = _argv_filter
+    env.filters["env"] = _env_filter
+    return env.get_template("supervisord.conf.j2").render(
+        programs=programs, run_as_root=run_as_root, oneadmin=layout.oneadmin.name,
+        socket=layout.supervisor_sock, pidfile=layout.run_onerun / "supervisord.pid",
+        stop_budget=stop_budget_seconds(programs),
+    )
+
+
+def supervisor_actions(settings: Settings, layout: Layout,
+                       programs: list[Program]) -> list[Action]:
+    """Directories, log files and the config supervisord needs, in order."""
+    del settings  # the programs carry every setting that matters here
+    actions: list[Action] = [
+        EnsureDirectory(layout.run_onerun, 0o755, owned_by_oneadmin=False,
+                        why="supervisord's config and socket"),
+        EnsureDirectory(layout.log_dir, 0o755, why="OpenNebula's logs"),
+        EnsureDirectory(layout.log_dir / "console", 0o750,
+                        why="programs' stdout/stderr, printed by onerun-logs"),
+    ]
+    seen: set[Path] = set()
+    for program in programs:
+        for path in (*program.log_files, *([program.console] if program.console else [])):
+            if path not in seen:
+                seen.add(path)
+                actions.append(EnsureLogFile(path))
+    actions.append(MarkLogsShown(layout.log_dir))
+    actions.append(WriteSupervisorConfig(
+        layout.supervisor_conf, render_config(layout, programs, run_as_root=running_as_root())))
+    return actions
+
+
+def supervisord_argv(layout: Layout) -> list[str]:
+    """``supervisord -n -c <conf>``: the one installed next to this Python, else on PATH."""
+    beside = Path(sys.executable).parent / "supervisord"
+    found = str(beside) if os.access(beside, os.X_OK) else shutil.which("supervisord")
+    if found is None:
+        raise OnerunError("supervisord is not installed (pip install supervisor)")
+    return [found, "-n", "-c", str(layout.supervisor_conf)]
+
+
+def scrubbed_environment(environ: Mapping[str, str], layout: Layout) -> dict[str, str]:
+    """The allow-listed part of ``environ``: no password, key or secret-file variable
+    reaches supervisord or any program."""
+    kept = {
+        key: value for key, value in environ.items()
+        if (key in _ALLOWED or key.startswith(_ALLOWED_PREFIXES)) and not _NEVER.search(key)
+    }
+    kept.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    kept["ONERUN_ROOT"] = str(layout.root)
+    return kept
+
+
+def exec_supervisord(layout: Layout, environ: Mapping[str, str]) -> NoReturn:
+    """Replace this process with supervisord (PID 1 in the container gets SIGTERM)."""
+    argv = supervisord_argv(layout)
+    os.execve(argv[0], argv, scrubbed_environment(environ, layout))  # noqa: S606 - argv list
+
+
+# --- onerun ssh-agent -----------------------------------------------------------------------
+
+_KEY_NAMES = ("id_ed25519", "id_ecdsa", "id_rsa")
+
+
+def _wait_for_socket(path: Path, agent: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if agent.poll() is not None or time.monotonic() > deadline:
+            raise DependencyUnavailable(f"ssh-agent did not create {path}")
+        time.sleep(0.05)
+
+
+@click.command("ssh-agent")
+def ssh_agent_command() -> None:
+    """Run oneadmin's ssh-agent with its keys loaded (oned's drivers forward it)."""
+    from onerun.log import Logger
+
+    layout = Layout.from_env()
+    log = Logger(os.environ.get("ONERUN_LOG_FORMAT", "text"))
+    socket_path = layout.ssh_agent_sock
+    socket_path.unlink(missing_ok=True)  # left by a previous agent of this container
+    agent_binary = layout.binary("/usr/bin/ssh-agent")
+    agent = subprocess.Popen([str(agent_binary), "-D", "-a", str(socket_path)])
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        agent.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    _wait_for_socket(socket_path, agent, timeout=10)
+    keys = [str(layout.ssh_dir / n) for n in _KEY_NAMES if (layout.ssh_dir / n).is_file()]
+    if keys:
+        ssh_add = agent_binary.with_name("ssh-add")
+        result = subprocess.run(
+            [str(ssh_add) if ssh_add.exists() else "ssh-add", *keys],
+            env={**os.environ, "SSH_AUTH_SOCK": str(socket_path)},
+            stdin=subprocess.DEVNULL, check=False,
+        )
+        if result.returncode != 0:
+            log.warning(f"ssh-add failed with exit {result.returncode}; the agent holds no key")
+    else:
+        log.warning(f"no key in {layout.ssh_dir}; the agent holds none")
+    code = agent.wait()
+    # ssh-agent exits 2 when terminated (its packaged unit lists 2 as success).
+    sys.exit(0 if stopping else code or 1)
