@@ -113,6 +113,7 @@ class Release:
     version: str
     packages: dict[str, Stanza]
     roots: dict[str, Path] = field(default_factory=dict)  # package -> dpkg-deb -x target
+    _owners: dict[str, str] | None = field(default=None, init=False, repr=False)
 
     @property
     def installed(self) -> list[str]:
@@ -130,12 +131,14 @@ class Release:
         }
 
     def all_files(self) -> dict[str, str]:
-        """Every path of every installed package -> the package that ships it."""
-        owner: dict[str, str] = {}
-        for package in self.installed:
-            for path in self.files(package):
-                owner[path] = package
-        return owner
+        """Every path of every installed package -> the package that ships it. Walked once
+        (FireEdge alone ships tens of thousands of files); fill ``roots`` before calling."""
+        if self._owners is None:
+            self._owners = {}
+            for package in self.installed:
+                for path in self.files(package):
+                    self._owners[path] = package
+        return self._owners
 
     def read(self, path: str) -> bytes | None:
         owner = self.all_files().get(path)

@@ -64,8 +64,8 @@ def _top_level_key(text: str, key: str) -> tuple[re.Match[str], str]:
 
 
 def _replace_value(text: str, match: re.Match[str], value: str) -> str:
-    quote = match["q"] or '"'  # appVersion must stay a string in YAML
-    line = f"{match['head']}{quote}{value}{quote}{match['tail']}"
+    # The original quoting is kept; X.Y.Z is a string in YAML either way.
+    line = f"{match['head']}{match['q']}{value}{match['q']}{match['tail']}"
     return text[: match.start()] + line + text[match.end() :]
 
 
