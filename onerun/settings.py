@@ -130,7 +130,11 @@ class _Collector:
         except ValueError:
             value = math.nan
         if not low <= value <= high:  # also rejects nan
-            self.problem(name, f"{raw!r} is not a number from {low:g} to {high:g}", "fix the value")
+            self.problem(
+                name,
+                f"{raw!r} is not a number from {low:g} to {high:g}",
+                f"set {name} to a plain number, e.g. {default:g}",
+            )
             return default
         return value
 
@@ -139,7 +143,11 @@ class _Collector:
         if raw is None:
             return default
         if not _DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
-            self.problem(name, f"{raw!r} is not a whole number from {low} to {high}", "fix it")
+            self.problem(
+                name,
+                f"{raw!r} is not a whole number from {low} to {high}",
+                f"set {name} to digits in that range, e.g. {default}",
+            )
             return default
         return int(raw)
 
@@ -181,7 +189,11 @@ def _address(collector: _Collector, name: str, *, allow_auto: bool) -> str | Non
     if value is None or (allow_auto and value.lower() == "auto"):
         return None
     if not _HOSTISH.fullmatch(value):
-        collector.problem(name, f"{value!r} is not a host name or IP address", "fix the value")
+        collector.problem(
+            name,
+            f"{value!r} is not a host name or IP address",
+            "use a DNS name or an IP address (letters, digits, . - _ : only)",
+        )
         return None
     return value
 
