@@ -12,9 +12,12 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
 
 from onerun.layout import Layout
+
+TYPE_CHECKING = False  # typing and collections.abc only for annotations (import cost)
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 KINDS = ("startup", "readiness", "liveness")
 DEFAULT_TIMEOUT = 0.8
@@ -123,15 +126,14 @@ def _arm(seconds: float) -> Callable[[], None]:
     (an embedding caller) the socket timeouts alone apply.
     """
     import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
 
     def expire(signum: int, frame: object) -> None:
         raise Expired
 
-    previous = signal.signal(signal.SIGALRM, expire)
+    try:
+        previous = signal.signal(signal.SIGALRM, expire)
+    except ValueError:  # not the main thread
+        return lambda: None
     signal.setitimer(signal.ITIMER_REAL, seconds)
 
     def disarm() -> None:

@@ -216,6 +216,60 @@ def test_hang_in_second_call_is_reported(env: FakeOned, root: Path,
     assert "one.zone.raftstatus" in out
 
 
+def test_socket_timeouts_alone_bound_a_probe_outside_the_main_thread(
+        env: FakeOned, root: Path) -> None:
+    """No SIGALRM off the main thread: each call's socket timeout still ends the wait."""
+    env.hang = True
+    result: list[int] = []
+    worker = threading.Thread(target=lambda: result.append(
+        probe.main(["startup", "--root", str(root), "--timeout", "0.3"])))
+    worker.start()
+    worker.join(5)
+    assert result == [1]
+
+
+@pytest.fixture
+def trickling_oned(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An endpoint that sends an HTTP answer one byte every 50 ms: no single read times out."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.recv(65536)
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\n" * 100:
+                    if stop.is_set():
+                        break
+                    try:
+                        connection.sendall(bytes([byte]))
+                    except OSError:
+                        break
+                    time.sleep(0.05)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    monkeypatch.setenv("ONE_XMLRPC", f"http://127.0.0.1:{listener.getsockname()[1]}/RPC2")
+    monkeypatch.delenv("ONE_AUTH", raising=False)
+    yield "trickling"
+    stop.set()
+    thread.join(2)
+    listener.close()
+
+
+def test_whole_probe_deadline_holds_against_a_trickling_peer(
+        trickling_oned: str, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    began = time.monotonic()
+    code, out = run_probe(capsys, "readiness", "--root", str(root), "--timeout", "0.5")
+    assert time.monotonic() - began < 3
+    assert (code, out) == (1, "not ready: no answer within 0.5 s (one.user.info)")
+
+
 def test_hanging_oned_through_the_real_entry_point(env: FakeOned, root: Path) -> None:
     env.hang = True
     began = time.monotonic()
