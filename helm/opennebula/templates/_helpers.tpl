@@ -150,6 +150,11 @@ every render runs them.
 {{- fail (printf "opennebula.probes.%s.timeoutSeconds (%v) must be at least opennebula.probes.deadlineSeconds + 1 (%v): the kubelet would kill the probe before it can answer." $name $probe.timeoutSeconds (addf $deadline 1.0)) }}
 {{- end }}
 {{- end }}
+{{- range .Values.extraEnv }}
+{{- if has .name (list "ONEADMIN_PASSWORD" "DB_PASSWORD" "ONE_KEY") }}
+{{- fail (printf "extraEnv must not set %s: secrets in plain environment variables leak into `kubectl describe` and child processes. The chart already passes it as %s_FILE from a Secret (see opennebula.existingSecret and database.*.existingSecret)." .name .name) }}
+{{- end }}
+{{- end }}
 {{- if .Values.opennebula.probes.grpc.enabled }}
 {{- $tag := default .Chart.AppVersion .Values.image.tag }}
 {{- if and (regexMatch "^v?[0-9]+\\.[0-9]+(\\.[0-9]+)?([-+].*)?$" $tag) (semverCompare "<7.2.0-0" $tag) }}

@@ -1,0 +1,105 @@
+"""Helpers for the chart tests: render with Helm's own Go code (helm-python-sdk), parse, look up.
+
+Plain functions, not fixtures: a conftest.py here would shadow tests/conftest.py for the
+other test directories (both import as `conftest`).
+
+Rendering is offline: Helm's `lookup` returns nothing, exactly as under `helm template` or a
+GitOps tool without cluster access, so generated secrets are new at every render here.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import pytest
+from ruamel.yaml import YAML
+
+CHART_DIR = Path(__file__).resolve().parents[2] / "helm" / "opennebula"
+RELEASE = "one"
+NAMESPACE = "cloud"
+KUBE_VERSION = "1.30"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The documents of one render, with the NOTES text kept apart."""
+
+    docs: list[dict[str, Any]]
+    notes: str
+
+    def all(self, kind: str) -> list[dict[str, Any]]:
+        return [d for d in self.docs if d["kind"] == kind]
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        found = [d for d in self.all(kind) if d["metadata"]["name"] == name]
+        assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
+        return found[0]
+
+    def names(self, kind: str) -> set[str]:
+        return {d["metadata"]["name"] for d in self.all(kind)}
+
+
+def parse(manifests: dict[str, str]) -> Rendered:
+    """Split Helm's {template: text} into YAML documents (empty ones dropped)."""
+    yaml = YAML(typ="safe", pure=True)
+    docs: list[dict[str, Any]] = []
+    notes = ""
+    for template, text in sorted(manifests.items()):
+        if template.endswith("NOTES.txt"):
+            notes = text
+            continue
+        docs.extend(d for d in yaml.load_all(io.StringIO(text)) if d)
+    return Rendered(docs, notes)
+
+
+@functools.cache
+def chart() -> helm.Chart:
+    """The chart, loaded once per test process (charts are immutable)."""
+    return helm.Chart.load(CHART_DIR)
+
+
+def render(values: dict[str, Any] | None = None) -> Rendered:
+    """What `helm install one -n cloud` would render offline with ``values``."""
+    return parse(chart().render(values, name=RELEASE, namespace=NAMESPACE, is_install=True))
+
+
+def render_error(values: dict[str, Any]) -> str:
+    """The message Helm gives when it refuses ``values`` (fails the test if it renders)."""
+    with pytest.raises(helm.HelmError) as caught:
+        chart().render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return str(caught.value)
+
+
+FULLNAME = f"{RELEASE}-opennebula"
+
+
+def container(rendered: Rendered, sts: str = FULLNAME, name: str = "opennebula") -> dict[str, Any]:
+    spec = rendered.get("StatefulSet", sts)["spec"]["template"]["spec"]
+    return next(c for c in spec["containers"] if c["name"] == name)
+
+
+def env(c: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
+
+
+def secret_item_behind(rendered: Rendered, path: str) -> tuple[str, str]:
+    """(secret name, key) of the Secret item mounted at file ``path`` in the front-end pod."""
+    spec = rendered.get("StatefulSet", FULLNAME)["spec"]["template"]["spec"]
+    c = next(c for c in spec["containers"] if c["name"] == "opennebula")
+    for mount in c["volumeMounts"]:
+        if path.startswith(mount["mountPath"].rstrip("/") + "/"):
+            volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+            rest = path[len(mount["mountPath"].rstrip("/")) + 1 :]
+            item = next(i for i in volume["secret"]["items"] if i["path"] == rest)
+            return volume["secret"]["secretName"], item["key"]
+    raise AssertionError(f"{path} is not in a mounted secret")
+
+
+def secret_value(rendered: Rendered, name: str, key: str) -> str:
+    return base64.b64decode(rendered.get("Secret", name)["data"][key]).decode()
