@@ -149,7 +149,8 @@ def _render_monitord(text: str, settings: Settings) -> tuple[str, list[Problem]]
     if settings.monitor_address:
         document.merge_vector("NETWORK", {"MONITOR_ADDRESS": settings.monitor_address})
     overrides = settings.overrides.get("monitord", {})
-    return document.dump(), apply_template_overrides(document, "monitord", overrides)
+    problems = apply_template_overrides(document, "monitord", overrides)
+    return document.dump(), problems
 
 
 def _render_yaml(text: str, section: str, settings: Settings,
