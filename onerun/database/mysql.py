@@ -26,6 +26,7 @@ from onerun.settings import Settings
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0  # a hung server must not hang the start forever
 UNKNOWN_DATABASE = 1049
+LOST_CONNECTION = 2013  # TCP accepted, then no greeting: a server starting, or not MariaDB
 ACCESS_DENIED = frozenset({1044, 1045, 1698})  # db access, password, unix_socket auth
 
 
@@ -82,6 +83,8 @@ def describe(error: BaseException, settings: Settings) -> str:
     args: Sequence[Any] = getattr(error, "args", ())
     message = str(args[1]) if len(args) > 1 else str(error) or type(error).__name__
     code = error_code(error)
+    if code == LOST_CONNECTION:
+        return f"{endpoint(settings)} took the connection but never finished the login ({message})"
     return scrub(f"{message} (error {code})" if code is not None else message, settings)
 
 
