@@ -1,0 +1,300 @@
+"""A real supervisord with onerun's rendered config, stand-in OpenNebula programs under a
+throwaway root, and onerun's own helpers (follower, listener, wait-oned, post-start).
+
+The stand-ins are small Python scripts, named as stand-ins in their output: they record
+their uid, environment and start/stop times, log to stdout and to their log files, and
+the oned stand-in answers one.user.info / one.user.passwd on a local XML-RPC port.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from onerun import services
+from onerun.layout import Layout
+from onerun.marker import read_start_record
+from onerun.plan import ApplyContext
+from onerun.services import plan_programs
+from onerun.settings import load_settings
+from onerun.supervisor import (
+    scrubbed_environment,
+    stop_budget_seconds,
+    supervisor_actions,
+    supervisord_argv,
+)
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs supervisord as root with user=")
+
+PROJECT = Path(__file__).resolve().parents[2]
+CANARY = "canary-7f3a9c0e-do-not-leak"
+
+STAND_IN = r'''#!/usr/bin/python3
+"""STAND-IN for an OpenNebula program (tests only): records itself, logs, waits for SIGTERM."""
+import json, os, signal, subprocess, sys, threading, time
+RECORDS = {records!r}
+LOG_DIR = {log_dir!r}
+LOG_FILE = {{"oned": "oned.log", "hem": "onehem.log", "fireedge": "fireedge.log",
+            "oneflow": "oneflow.log", "onegate": "onegate.log"}}
+DIRS = {{"onehem": "hem", "fireedge": "fireedge", "oneflow": "oneflow", "onegate": "onegate"}}
+base = os.path.basename(sys.argv[0])
+name = base
+if base in ("ruby", "node"):
+    name = next(DIRS[p] for p in sys.argv[1].split("/") if p in DIRS)
+if os.path.exists(f"{{RECORDS}}/fail-{{name}}"):
+    print(f"stand-in {{name}} failing on purpose", flush=True)
+    sys.exit(1)
+record = {{"name": name, "uid": os.getuid(), "gid": os.getgid(), "argv": sys.argv,
+          "env": dict(os.environ), "started": time.time()}}
+if name == "oned" and os.environ.get("SSH_AUTH_SOCK"):
+    for _ in range(50):  # the agent starts alongside oned; its drivers use it later
+        agent = subprocess.run(["ssh-add", "-l"], capture_output=True, text=True)
+        if agent.returncode != 2:
+            break
+        time.sleep(0.1)
+    record["ssh_add"] = agent.returncode
+def stop(signum, frame):
+    with open(f"{{RECORDS}}/{{name}}.stop", "w") as f:
+        f.write(str(time.time()))
+    time.sleep(1.0 if name == "oned" else 0.2)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+if name == "oned":
+    from xmlrpc.server import SimpleXMLRPCServer
+    port = int(os.environ["ONE_XMLRPC"].rsplit(":", 1)[1].split("/")[0])
+    server = SimpleXMLRPCServer(("127.0.0.1", port), logRequests=False, allow_none=True)
+    def info(session, uid, decrypt):
+        return [True, "<USER><ID>0</ID></USER>", 0]
+    def passwd(session, uid, password):
+        with open(f"{{RECORDS}}/passwd.json", "w") as f:
+            json.dump([uid, password], f)
+        return [True, uid, 0]
+    server.register_function(info, "one.user.info")
+    server.register_function(passwd, "one.user.passwd")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+with open(f"{{RECORDS}}/{{name}}.json", "w") as f:
+    json.dump(record, f)
+print(f"stand-in {{name}} started on stdout", flush=True)
+print(f"stand-in {{name}} says hello on stderr", file=sys.stderr, flush=True)
+if name in LOG_FILE:
+    with open(f"{{LOG_DIR}}/{{LOG_FILE[name]}}", "a") as f:
+        f.write(f"stand-in {{name}} wrote its log file\n")
+while True:
+    time.sleep(0.1)
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _runs_as_oneadmin(argv: list[str]) -> bool:
+    result = subprocess.run(["runuser", "-u", "oneadmin", "--", *argv],
+                            capture_output=True, check=False)
+    return result.returncode == 0
+
+
+@pytest.fixture
+def root(oneadmin_user: pwd.struct_passwd,
+         monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A root oneadmin can traverse (pytest's tmp dirs are 0700), with stand-ins."""
+    base = Path(tempfile.mkdtemp(prefix="onerun-sv-"))
+    base.chmod(0o755)
+    r = base / "root"
+    uid, gid = oneadmin_user.pw_uid, oneadmin_user.pw_gid
+    records = base / "records"
+    for directory, mode in ((r / "var/lib/one", 0o750), (r / "var/lib/one/.one", 0o700),
+                            (r / "var/lib/one/.ssh", 0o700), (r / "run/one", 0o750),
+                            (r / "var/log/one", 0o755), (records, 0o755)):
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(mode)
+        os.chown(directory, uid, gid)
+    (r / "var/lib/one/.one/one_auth").write_text("oneadmin:stand-in-password\n")
+    os.chown(r / "var/lib/one/.one/one_auth", uid, gid)
+    script = STAND_IN.format(records=str(records), log_dir=str(r / "var/log/one"))
+    for path in ("usr/bin/oned", "usr/bin/ruby", "usr/bin/node", "usr/share/one/guacd/sbin/guacd"):
+        (r / path).parent.mkdir(parents=True, exist_ok=True)
+        (r / path).write_text(script)
+        (r / path).chmod(0o755)
+    for path in ("usr/lib/one/onehem/onehem-server.rb", "usr/lib/one/fireedge/dist/index.js",
+                 "usr/lib/one/oneflow/oneflow-server.rb", "usr/lib/one/onegate/onegate-server.rb"):
+        (r / path).parent.mkdir(parents=True, exist_ok=True)
+        (r / path).write_text("# stand-in: the ruby/node stand-in reads only this path\n")
+    for tool in ("ssh-agent", "ssh-add"):
+        real = shutil.which(tool)
+        if real:
+            (r / "usr/bin" / tool).symlink_to(real)
+    key = r / "var/lib/one/.ssh/id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    for path in (key, key.with_suffix(".pub")):
+        os.chown(path, uid, gid)
+    # The venv's interpreter may live where oneadmin cannot reach (/root): call onerun back
+    # through the system python3 with the same sources and site-packages then.
+    if not _runs_as_oneadmin([sys.executable, "-c", "import onerun"]):
+        site = next(p for p in sys.path if p.endswith("site-packages") and "venv" in p)
+        launcher = base / "onerun-launcher"
+        launcher.write_text(f'#!/bin/sh\nPYTHONPATH={PROJECT}:{site} '
+                            f'exec /usr/bin/python3 -m onerun "$@"\n')
+        launcher.chmod(0o755)
+        if not _runs_as_oneadmin([str(launcher), "version"]):
+            pytest.skip("oneadmin can run neither this interpreter nor /usr/bin/python3")
+        monkeypatch.setattr(services, "onerun_argv", lambda: [str(launcher)])
+    yield r
+    shutil.rmtree(base, ignore_errors=True)
+
+
+class Supervisord:
+    """supervisord read through a pipe (tooling.md: /dev/stdout corrupts a regular file)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, what: Callable[[], bool], timeout: float, label: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not what():
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out waiting for {label}; output:\n" + "\n".join(self.lines))
+            time.sleep(0.1)
+
+    def has_line(self, text: str) -> bool:
+        return any(text in line for line in list(self.lines))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _start(root: Path, environ: dict[str, str], **plan: object) -> tuple[Supervisord, list]:
+    settings = load_settings({}, root=str(root))
+    layout = Layout.from_env(root)
+    programs = plan_programs(settings, layout, maintenance=False,
+                             heal_service_auth=bool(plan.get("heal", True)),
+                             record_start=("7.0.0", "7.0.0"))
+    account = layout.oneadmin
+    ctx = ApplyContext(layout, account.uid, account.gid, lambda _m: None)
+    for action in supervisor_actions(settings, layout, programs):
+        action.apply(ctx)
+    parent = {**os.environ, **environ}
+    return Supervisord(supervisord_argv(layout), scrubbed_environment(parent, layout)), programs
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def test_programs_run_as_oneadmin_log_with_prefixes_heal_and_stop_in_order(root: Path) -> None:
+    records = root.parent / "records"
+    port = _free_port()
+    environ = {"ONE_XMLRPC": f"http://127.0.0.1:{port}/RPC2", "DB_PASSWORD": CANARY,
+               "ONEADMIN_PASSWORD": CANARY, "ONE_KEY": CANARY,
+               "DB_PASSWORD_FILE": f"/run/secrets/{CANARY}"}
+    sv, programs = _start(root, environ)
+    try:
+        names = ["oned", "hem", "fireedge", "guacd", "oneflow", "onegate"]
+        sv.wait_for(lambda: all((records / f"{n}.json").exists() for n in names), 60,
+                    "every stand-in to start")
+        marker = root / "var/lib/one/.onerun/last-start.json"
+        sv.wait_for(marker.exists, 30, "post-start to record the start")
+        for text in ("[oned] stand-in oned wrote its log file",
+                     "[oned] stand-in oned started on stdout",
+                     "[oneflow] stand-in oneflow says hello on stderr",
+                     "[fireedge] stand-in fireedge wrote its log file",
+                     "[hem] stand-in hem wrote its log file",
+                     "[onerun-post-start] onerun info: recorded this start"):
+            sv.wait_for(lambda t=text: sv.has_line(t), 15, text)
+
+        # Every program runs as oneadmin with the environment set by the config.
+        for name in names:
+            record = json.loads((records / f"{name}.json").read_text())
+            assert record["uid"] == 9869, name
+            assert record["env"]["HOME"] == str(root / "var/lib/one")
+            assert record["env"]["USER"] == record["env"]["LOGNAME"] == "oneadmin"
+            assert record["env"]["ONE_AUTH"] == str(root / "var/lib/one/.one/one_auth")
+        oned = json.loads((records / "oned.json").read_text())
+        assert oned["env"]["PATH"].startswith(str(root / "usr/lib/one/sh/override") + ":")
+        assert oned["env"]["SSH_AUTH_SOCK"] == str(root / "run/one/ssh-agent.sock")
+        assert oned["ssh_add"] == 0  # the agent holds oneadmin's key
+
+        # No secret variable reached supervisord or any process under it.
+        for pid in _descendants(sv.proc.pid):
+            try:
+                assert CANARY.encode() not in Path(f"/proc/{pid}/environ").read_bytes(), pid
+            except FileNotFoundError:
+                continue
+        assert not any(CANARY in line for line in sv.lines)
+
+        # post-start healed serveradmin: oned got sha256 of the secret in the files.
+        uid, stored = json.loads((records / "passwd.json").read_text())
+        assert uid == 1
+        for name in ("sunstone_auth", "onegate_auth", "oneflow_auth"):
+            path = root / "var/lib/one/.one" / name
+            user, secret = path.read_text().strip().split(":", 1)
+            assert user == "serveradmin"
+            assert hashlib.sha256(secret.encode()).hexdigest() == stored
+            assert path.stat().st_mode & 0o777 == 0o600 and path.stat().st_uid == 9869
+        assert read_start_record(marker) is not None
+
+        # SIGTERM: services first, oned last, within the stated budget.
+        started = time.time()
+        sv.proc.send_signal(signal.SIGTERM)
+        assert sv.proc.wait(timeout=stop_budget_seconds(programs) + 5) == 0
+        elapsed = time.time() - started
+        assert elapsed < stop_budget_seconds(programs)
+        stops = {n: float((records / f"{n}.stop").read_text()) for n in names}
+        assert max(stops[n] for n in names if n != "oned") < stops["oned"]
+        assert stops["onegate"] < stops["oneflow"] < stops["fireedge"] < stops["hem"]
+    finally:
+        sv.stop()
+
+
+def test_a_critical_program_that_goes_fatal_ends_supervisord(root: Path) -> None:
+    (root.parent / "records" / "fail-oned").touch()
+    environ = {"ONE_XMLRPC": f"http://127.0.0.1:{_free_port()}/RPC2"}
+    sv, _ = _start(root, environ)
+    try:
+        assert sv.proc.wait(timeout=30) == 0
+        sv._reader.join(timeout=5)
+        assert sv.has_line("stand-in oned failing on purpose")
+        assert sv.has_line("oned could not be started (FATAL): critical, stopping supervisord")
+    finally:
+        sv.stop()
