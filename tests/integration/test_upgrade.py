@@ -1,0 +1,354 @@
+"""The upgrade transaction against real databases, with a stand-in ``onedb`` under the root.
+
+The stand-in (R/usr/bin/onedb, plainly a test program) records its argv, environment and
+uid, then does what the test says: write the target version rows (success), exit 0 without
+migrating, half-migrate and fail (printing the password, as onedb's mysqldump error does),
+or damage onerun's backup first so that the restore fails too. For MariaDB it logs in with
+ONE_DB_PASSWORD, the interface onerun promises onedb.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import stat
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+from conftest import DB_FIXTURES, require_shared
+
+from onerun.database import classify
+from onerun.errors import UnsafeStateError
+from onerun.layout import Layout
+from onerun.plan import ApplyContext, Plan, WriteFile
+from onerun.settings import Settings, load_settings
+from onerun.upgrade import UpgradeSchema
+
+DB_PASSWORD = "Canary-DbPass-c0ffee"
+ADMIN_PASSWORD = "fixturepass"  # the fixtures' one_auth
+SQLITE_FIXTURE = DB_FIXTURES / "sqlite-bootstrapped" / "one.db"
+MARIADB_DUMP = DB_FIXTURES / "mariadb-bootstrapped" / "opennebula.sql"
+
+STAND_IN = '''#!/usr/bin/python3
+"""STAND-IN for OpenNebula's onedb, used by onerun's tests only (never shipped).
+
+Records argv, environment and uid, then acts as onedb-standin.json says.
+"""
+import json, os, pathlib, sys
+
+conf = json.loads(pathlib.Path(__file__).with_name("onedb-standin.json").read_text())
+with open(conf["record"], "a") as record:
+    record.write(json.dumps({"argv": sys.argv, "env": dict(os.environ), "uid": os.getuid(),
+                             "marker": os.path.exists(conf["marker"])}) + "\\n")
+args = sys.argv[1:]
+
+
+def option(flag):
+    return args[args.index(flag) + 1] if flag in args else None
+
+
+if option("-s"):
+    import sqlite3
+    db = sqlite3.connect(option("-s"), isolation_level=None)
+    def execute(sql, *params):
+        return db.execute(sql.replace("%s", "?"), params).fetchall()
+else:
+    sys.path.insert(0, conf["pymysql_path"])
+    import pymysql
+    db = pymysql.connect(host=option("-S"), port=int(option("-P")), user=option("-u"),
+                         password=os.environ["ONE_DB_PASSWORD"], database=option("-d"),
+                         autocommit=True)
+    def execute(sql, *params):
+        with db.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+
+mode, target = conf["mode"], conf["target"]
+print("stand-in onedb: upgrading to", target, flush=True)
+if mode == "succeed":
+    for table in ("db_versioning", "local_db_versioning"):
+        oid = execute(f"SELECT MAX(oid) FROM {table}")[0][0] + 1
+        extra = ", is_slave" if table == "local_db_versioning" else ""
+        execute(f"INSERT INTO {table} (oid, version, timestamp, comment{extra}) VALUES"
+                f" (%s, %s, 0, 'stand-in migration'{', 0' if extra else ''})", oid, target)
+    sys.exit(0)
+if mode == "noop":
+    sys.exit(0)
+execute("CREATE TABLE group_vlans (oid INTEGER PRIMARY KEY)")
+execute("DELETE FROM user_pool WHERE oid = 1")
+if mode == "damage-backup":
+    newest = sorted(p for p in pathlib.Path(conf["backups"]).iterdir()
+                    if not p.name.startswith("."))[-1]
+    newest.write_bytes(b"damaged by the stand-in")
+secret = os.environ.get("ONE_DB_PASSWORD") or open(os.environ["ONE_AUTH"]).read().split(":")[1]
+for n in range(30):
+    print(f"stand-in onedb: migrator step {n}", flush=True)
+print(f"Unknown error running 'mysqldump -u oneadmin -p{secret.strip()}'", file=sys.stderr)
+sys.exit(1)
+'''
+
+
+@dataclass
+class Upgrade:
+    """One prepared root: its layout, settings, and what the stand-in recorded."""
+
+    root: Path
+    layout: Layout
+    settings: Settings
+    record: Path
+    conf: Path
+    lines: list[str] = field(default_factory=list)  # what onerun logged
+
+    def stand_in(self, mode: str, target: str = "7.4.0") -> None:
+        self.conf.write_text(json.dumps({
+            "mode": mode, "target": target, "record": str(self.record),
+            "marker": str(self.layout.restore_failed_marker),
+            "backups": str(self.layout.backups),
+            "pymysql_path": str(Path(pymysql.__file__).resolve().parent.parent),
+        }))
+        self.conf.chmod(0o644)
+
+    def calls(self) -> list[dict[str, Any]]:
+        if not self.record.exists():
+            return []
+        return [json.loads(line) for line in self.record.read_text().splitlines()]
+
+    def run(self, *later: WriteFile) -> list[str]:
+        """Apply a plan of the upgrade followed by ``later`` actions; return the log lines."""
+        account = self.layout.oneadmin
+        plan = Plan(actions=[UpgradeSchema(self.settings, self.layout, "7.0.0", "7.4.0"),
+                             *later])
+        plan.apply(ApplyContext(self.layout, account.uid, account.gid, self.lines.append))
+        return self.lines
+
+
+def chown_tree(path: Path) -> None:
+    if os.geteuid() != 0:
+        return
+    for directory, _, files in os.walk(path):
+        os.chown(directory, 9869, 9869)
+        for name in files:
+            os.chown(os.path.join(directory, name), 9869, 9869)
+
+
+@pytest.fixture
+def prepared(request: pytest.FixtureRequest) -> Iterator[Callable[[Settings | None], Upgrade]]:
+    """Build roots that oneadmin can use (pytest's tmp_path is root-only)."""
+    if os.geteuid() == 0:
+        request.getfixturevalue("oneadmin_user")
+    base = Path(tempfile.mkdtemp(prefix="onerun-upgrade-"))
+    base.chmod(0o755)
+
+    def build(settings: Settings | None = None) -> Upgrade:
+        root = base / "root"
+        layout = Layout(root)
+        layout.dot_one.mkdir(parents=True)
+        layout.one_auth.write_text(f"oneadmin:{ADMIN_PASSWORD}\n")
+        layout.one_auth.chmod(0o600)
+        if settings is None:
+            shutil.copy(require_shared(SQLITE_FIXTURE), layout.sqlite_db)
+            layout.sqlite_db.chmod(0o640)  # the fixture is read-only
+            settings = load_settings({"ONEADMIN_PASSWORD": ADMIN_PASSWORD}, root=root)
+        chown_tree(layout.var_lib_one)
+        onedb = layout.binary("/usr/bin/onedb")
+        onedb.parent.mkdir(parents=True)
+        onedb.write_text(STAND_IN)
+        onedb.chmod(0o755)
+        record = base / "onedb-calls.jsonl"
+        record.touch(mode=0o666)
+        record.chmod(0o666)
+        upgrade = Upgrade(root, layout, settings, record, onedb.with_name("onedb-standin.json"))
+        upgrade.stand_in("succeed")
+        return upgrade
+
+    yield build
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def sqlite_dump(path: Path) -> list[str]:
+    with closing(sqlite3.connect(path)) as db:
+        return list(db.iterdump())
+
+
+def assert_secret_free(lines: list[str], calls: list[dict[str, Any]], *secrets: str) -> None:
+    for secret in secrets:
+        assert not any(secret in line for line in lines), "a secret reached the log"
+        for call in calls:
+            assert not any(secret in arg for arg in call["argv"]), "a secret reached argv"
+
+
+# --- sqlite ---------------------------------------------------------------------------
+
+
+def test_sqlite_upgrade_succeeds_and_runs_later_actions(prepared: Any) -> None:
+    up = prepared()
+    later = up.root / "run/onerun/supervisord.conf"
+
+    lines = up.run(WriteFile(later, b"[supervisord]\n", 0o600, why="stands for the hand-off"))
+
+    observed = classify(up.settings, up.layout)
+    assert (observed.db_version, observed.local_db_version) == ("7.4.0", "7.4.0")
+    assert later.exists()
+    [call] = up.calls()
+    assert call["argv"][1:] == ["upgrade", "--no-backup", "-s", str(up.layout.sqlite_db)]
+    assert set(call["env"]) == {"HOME", "PATH", "LANG", "ONE_AUTH", "USER", "LOGNAME"}
+    assert call["env"]["ONE_AUTH"] == str(up.layout.one_auth)
+    assert call["marker"] is True  # an interrupted upgrade would be refused at next start
+    if os.geteuid() == 0:
+        assert call["uid"] == 9869  # onedb ran as oneadmin
+    [backup] = list(up.layout.backups.iterdir())
+    assert backup.name.endswith("-db7.0.0-to7.4.0.sqlite")
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600
+    assert not up.layout.restore_failed_marker.exists()
+    assert any("upgraded the database to 7.4.0" in line for line in lines)
+
+
+@pytest.mark.parametrize("mode", ["fail", "noop"])
+def test_sqlite_failed_upgrade_restores_and_never_reaches_oned(prepared: Any, mode: str,
+                                                               capfd: Any) -> None:
+    up = prepared()
+    up.stand_in(mode)
+    before = sqlite_dump(up.layout.sqlite_db)
+    later = up.root / "run/onerun/supervisord.conf"
+
+    with pytest.raises(UnsafeStateError) as caught:
+        up.run(WriteFile(later, b"[supervisord]\n", 0o600, why="the hand-off"))
+
+    error = caught.value
+    assert error.exit_code == 3
+    assert not later.exists()  # the pipeline stopped before anything after the upgrade
+    assert sqlite_dump(up.layout.sqlite_db) == before  # half-migration undone
+    [backup] = list(up.layout.backups.iterdir())
+    assert str(backup) in str(error) and "next start retries" in str(error)
+    assert not up.layout.restore_failed_marker.exists()
+    if mode == "noop":
+        assert "DB version is 7.0.0, not 7.4.0" in error.reason
+    else:
+        assert "onedb upgrade exited 1" in error.reason
+    out, err = capfd.readouterr()
+    assert any(line.startswith("  onedb: ") for line in up.lines)
+    assert_secret_free([*up.lines, str(error), out, err], up.calls(), ADMIN_PASSWORD)
+
+
+def test_sqlite_failure_logs_the_last_lines_masked(prepared: Any) -> None:
+    up = prepared()
+    up.stand_in("fail")
+    lines: list[str] = []
+    account = up.layout.oneadmin
+    ctx = ApplyContext(up.layout, account.uid, account.gid, lines.append)
+    with pytest.raises(UnsafeStateError):
+        UpgradeSchema(up.settings, up.layout, "7.0.0", "7.4.0").apply(ctx)
+    onedb_lines = [line for line in lines if line.startswith("  onedb: ")]
+    assert len(onedb_lines) == 20
+    assert onedb_lines[-1] == "  onedb: Unknown error running 'mysqldump -u oneadmin -p***'"
+    assert_secret_free(lines, up.calls(), ADMIN_PASSWORD)
+
+
+def test_restore_failure_writes_the_marker(prepared: Any) -> None:
+    up = prepared()
+    up.stand_in("damage-backup")
+    with pytest.raises(UnsafeStateError) as caught:
+        up.run()
+    marker = up.layout.restore_failed_marker
+    data = json.loads(marker.read_text())
+    [backup] = list(up.layout.backups.iterdir())
+    assert data["backup"] == str(backup) and data["time"]
+    assert "restoring the backup failed" in data["reason"]
+    assert stat.S_IMODE(marker.stat().st_mode) == 0o600
+    assert f"onerun restore {backup}" in caught.value.fix
+    assert ADMIN_PASSWORD not in marker.read_text() + str(caught.value)
+
+
+def test_no_backup_no_upgrade(prepared: Any) -> None:
+    up = prepared()
+    before = sqlite_dump(up.layout.sqlite_db)
+    up.layout.backups.write_text("a file where the backup directory belongs")
+    with pytest.raises(UnsafeStateError, match="could not back up") as caught:
+        up.run()
+    assert "nothing was changed" in str(caught.value)
+    assert up.calls() == []  # onedb never ran
+    assert sqlite_dump(up.layout.sqlite_db) == before
+
+
+# --- MariaDB --------------------------------------------------------------------------
+
+
+def mariadb_upgrade(prepared: Any, server: Any, name: str) -> Upgrade:
+    server.create_database(name, "oneadmin", DB_PASSWORD)
+    server.load_dump(name, require_shared(MARIADB_DUMP))
+    up: Upgrade = prepared(load_settings({"DB_BACKEND": "mysql", "DB_HOST": server.host,
+                                          "DB_PORT": str(server.port), "DB_USER": "oneadmin",
+                                          "DB_PASSWORD": DB_PASSWORD, "DB_NAME": name,
+                                          "ONEADMIN_PASSWORD": ADMIN_PASSWORD}))
+    return up
+
+
+def mysql_snapshot(server: Any, name: str) -> dict[str, Any]:
+    connection = server.connect(name)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT table_name FROM information_schema.tables"
+                           " WHERE table_schema=%s", (name,))
+            tables = sorted(str(row[0]) for row in cursor.fetchall())
+            cursor.execute(f"CHECKSUM TABLE {', '.join(f'`{t}`' for t in tables)} EXTENDED")
+            return {str(row[0]): row[1] for row in cursor.fetchall()}
+    finally:
+        connection.close()
+
+
+@pytest.mark.mariadb
+def test_mariadb_upgrade_passes_the_password_only_through_the_environment(
+        prepared: Any, mariadb_server: Any, capfd: Any) -> None:
+    up = mariadb_upgrade(prepared, mariadb_server, "upgrade_ok")
+    lines = up.run()
+    observed = classify(up.settings, up.layout)
+    assert (observed.db_version, observed.local_db_version) == ("7.4.0", "7.4.0")
+    [call] = up.calls()
+    assert call["argv"][1:] == ["upgrade", "--no-backup", "-t", "mysql", "-S", "127.0.0.1",
+                                "-P", str(mariadb_server.port), "-u", "oneadmin", "-d",
+                                "upgrade_ok"]
+    assert call["env"]["ONE_DB_PASSWORD"] == DB_PASSWORD  # and it logged in with it
+    out, err = capfd.readouterr()
+    assert_secret_free([*lines, out, err], up.calls(), DB_PASSWORD, ADMIN_PASSWORD)
+    [backup] = list(up.layout.backups.iterdir())
+    assert backup.name.endswith("-db7.0.0-to7.4.0.sql") and DB_PASSWORD not in backup.read_text()
+
+
+@pytest.mark.mariadb
+def test_mariadb_failed_upgrade_is_rolled_back(prepared: Any, mariadb_server: Any,
+                                               capfd: Any) -> None:
+    name = "upgrade_fail"
+    up = mariadb_upgrade(prepared, mariadb_server, name)
+    up.stand_in("fail")
+    before = mysql_snapshot(mariadb_server, name)
+    later = up.root / "run/onerun/supervisord.conf"
+    with pytest.raises(UnsafeStateError) as caught:
+        up.run(WriteFile(later, b"[supervisord]\n", 0o600, why="the hand-off"))
+    assert caught.value.exit_code == 3 and not later.exists()
+    assert mysql_snapshot(mariadb_server, name) == before  # group_vlans gone, user 1 back
+    [backup] = list(up.layout.backups.iterdir())
+    assert str(backup) in str(caught.value)
+    out, err = capfd.readouterr()
+    assert any("-p***" in line for line in up.lines)  # onedb printed it; the log masks it
+    assert_secret_free([*up.lines, str(caught.value), out, err], up.calls(), DB_PASSWORD,
+                       ADMIN_PASSWORD)
+
+
+@pytest.mark.mariadb
+def test_mariadb_restore_failure_writes_the_marker(prepared: Any, mariadb_server: Any) -> None:
+    up = mariadb_upgrade(prepared, mariadb_server, "upgrade_restore_fails")
+    up.stand_in("damage-backup")
+    with pytest.raises(UnsafeStateError) as caught:
+        up.run()
+    assert "onerun restore" in caught.value.fix
+    data = json.loads(up.layout.restore_failed_marker.read_text())
+    assert "restoring the backup failed" in data["reason"]
+    assert DB_PASSWORD not in up.layout.restore_failed_marker.read_text() + str(caught.value)
