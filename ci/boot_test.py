@@ -1,0 +1,186 @@
+"""Boot test logic for tests/boot: start the image, wait for ``onerun probe readiness``,
+talk to oned through the container, all without a network path from the test host.
+
+Only ``docker exec`` is used to look inside (``exec_run``), so the same code works on a
+laptop and on a CI runner whose containers are not reachable from the host network.
+Secrets reach exec'd commands through their environment, never their argv.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+DEFAULT_IMAGE = "onerun/opennebula:test"
+READY_TIMEOUT = 900.0  # first bootstrap or a schema upgrade on a slow shared runner
+MARIADB_IMAGE = "docker.io/library/mariadb:11.4"
+MARIADB_ALIAS = "mariadb"
+
+# Runs inside the image with onerun's own interpreter: one XML-RPC call, JSON on stdout.
+_API_SCRIPT = """
+import json, os, sys
+from onerun.oneapi import OneClient, OneApiError
+client = OneClient("http://127.0.0.1:2633/RPC2", os.environ["BOOT_SESSION"], 30)
+method, args = json.loads(os.environ["BOOT_CALL"])
+try:
+    print(json.dumps({"ok": True, "value": client.call(method, *args)}))
+except OneApiError as exc:
+    print(json.dumps({"ok": False, "error": str(exc)}))
+"""
+
+
+class BootTestError(AssertionError):
+    """The image did not do what the boot test expects; the message carries the evidence."""
+
+
+class ExecResult(Protocol):
+    exit_code: int | None
+    output: bytes
+
+
+class Container(Protocol):
+    """The part of docker-py's Container the boot test uses."""
+
+    def exec_run(
+        self, cmd: Sequence[str], environment: Mapping[str, str] | None = ..., user: str = ...
+    ) -> ExecResult: ...
+
+    def logs(self, tail: int | str = ...) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Images:
+    """The image under test and, for the upgrade test, the previously released one."""
+
+    current: str
+    previous: str | None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Images:
+        return cls(
+            current=environ.get("BOOT_IMAGE") or DEFAULT_IMAGE,
+            previous=environ.get("BOOT_PREVIOUS_IMAGE") or None,
+        )
+
+
+def docker_unavailable_reason() -> str | None:
+    """None when a Docker engine answers, else why not (for the skip message)."""
+    try:
+        # By name: mypy would take the repository's docker/ directory for the package.
+        docker = importlib.import_module("docker")
+        docker.from_env().ping()
+    except Exception as exc:  # any failure means: no usable engine
+        return f"no Docker engine available ({exc.__class__.__name__})"
+    return None
+
+
+def frontend_env(password: str, **extra: str) -> dict[str, str]:
+    """Environment for the image: the oneadmin password and the backend settings."""
+    env = {"ONEADMIN_PASSWORD": password, "ONERUN_LOG_FORMAT": "text"}
+    env.update(extra)
+    return env
+
+
+def mariadb_env(root_password: str, db_password: str) -> dict[str, str]:
+    """The official mariadb image's variables for OpenNebula's database and user."""
+    return {
+        "MARIADB_ROOT_PASSWORD": root_password,
+        "MARIADB_DATABASE": "opennebula",
+        "MARIADB_USER": "oneadmin",
+        "MARIADB_PASSWORD": db_password,
+    }
+
+
+def mysql_frontend_env(password: str, db_password: str) -> dict[str, str]:
+    return frontend_env(
+        password,
+        DB_BACKEND="mysql",
+        DB_HOST=MARIADB_ALIAS,
+        DB_PORT="3306",
+        DB_USER="oneadmin",
+        DB_NAME="opennebula",
+        DB_PASSWORD=db_password,
+    )
+
+
+def _tail(container: Container, lines: int = 80) -> str:
+    try:
+        return container.logs(tail=lines).decode("utf-8", "replace")
+    except Exception as exc:  # evidence must not hide the failure
+        return f"(logs unavailable: {exc})"
+
+
+def wait_until(
+    container: Container,
+    command: Sequence[str],
+    timeout: float,
+    what: str,
+    *,
+    interval: float = 3.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> float:
+    """Run ``command`` in the container until it exits 0; seconds it took. On timeout,
+    raise with the command's last output and the container's log tail."""
+    start = clock()
+    last = b""
+    while True:
+        result = container.exec_run(list(command))
+        if result.exit_code == 0:
+            return clock() - start
+        last = result.output or b""
+        if clock() - start >= timeout:
+            raise BootTestError(
+                f"{what} not reached within {timeout:.0f}s; last output of {' '.join(command)}:\n"
+                f"{last.decode('utf-8', 'replace')}\n--- container log tail ---\n{_tail(container)}"
+            )
+        sleep(interval)
+
+
+def wait_ready(container: Container, timeout: float = READY_TIMEOUT, **kwargs: Any) -> float:
+    """Wait for ``onerun probe readiness`` (what the HEALTHCHECK and the chart use)."""
+    return wait_until(container, ["onerun", "probe", "readiness"], timeout, "readiness", **kwargs)
+
+
+def wait_mariadb(container: Container, timeout: float = 180.0, **kwargs: Any) -> float:
+    """Wait for the official image's own health check (InnoDB initialised, accepting)."""
+    command = ["healthcheck.sh", "--connect", "--innodb_initialized"]
+    return wait_until(container, command, timeout, "MariaDB", **kwargs)
+
+
+def api_call(container: Container, user: str, password: str, method: str, *args: Any) -> Any:
+    """Call oned's XML-RPC API from inside the container as ``user``; the session travels
+    in the exec environment. Returns the value; raises BootTestError on an API error."""
+    result = container.exec_run(
+        ["/opt/onerun/bin/python", "-c", _API_SCRIPT],
+        environment={"BOOT_SESSION": f"{user}:{password}", "BOOT_CALL": json.dumps([method, args])},
+    )
+    text = (result.output or b"").decode("utf-8", "replace").strip()
+    try:
+        answer = json.loads(text.splitlines()[-1])
+    except (ValueError, IndexError) as exc:
+        raise BootTestError(f"{method}: no answer from the API helper: {text}") from exc
+    if not answer["ok"]:
+        raise BootTestError(f"{method} failed: {answer['error']}")
+    return answer["value"]
+
+
+def create_marker_template(container: Container, password: str, name: str) -> int:
+    """A VM template to prove data survives restarts and upgrades."""
+    template = f'NAME = "{name}"\nCPU = 0.1\nMEMORY = 64\n'
+    value = api_call(container, "oneadmin", password, "one.template.allocate", template)
+    return int(value)
+
+
+def template_name(container: Container, password: str, template_id: int) -> str:
+    """The NAME of a VM template, read back through the API."""
+    xml = str(api_call(container, "oneadmin", password, "one.template.info", template_id))
+    start, end = xml.find("<NAME>"), xml.find("</NAME>")
+    if start < 0 or end < 0:
+        raise BootTestError(f"template {template_id}: no NAME in {xml[:200]}")
+    return xml[start + len("<NAME>") : end]
