@@ -319,9 +319,7 @@ def make_backup(settings: Settings, layout: Layout, *, db_version: str,
                                        "created": time.time()}
             _dump_mysql(settings, layout, partial, meta)
         else:
-            partial.unlink()  # sqlite3 writes a fresh file; mode fixed below
-            _dump_sqlite(layout, partial)
-            os.chmod(partial, 0o600)
+            _dump_sqlite(layout, partial)  # into the empty 0600 file: never world-readable
         with partial.open("rb") as handle:
             os.fsync(handle.fileno())
         chown_if_root(partial, account.uid, account.gid)
