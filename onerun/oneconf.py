@@ -311,7 +311,7 @@ class Document:
         joined: list[Node] = []
         for i, attribute in enumerate(new):
             if i:
-                joined.append("\n")
+                joined.append("\n\n")
             joined.append(attribute)
         for index in reversed(positions[1:]):
             self._delete_line(index)
@@ -386,13 +386,14 @@ def format_attribute(name: str, value: NewValue, style: Mapping[str, bool] | Non
     style = style or {}
     key = canonical(name)
     if isinstance(value, Mapping):
+        keys = [canonical(sub) for sub in value]
+        width = max((len(sub_key) for sub_key in keys), default=0)
         items = []
-        for sub, item in value.items():
-            sub_key = canonical(sub)
+        for sub_key, item in zip(keys, value.values(), strict=True):
             if not _NAME.match(sub_key):
-                raise ValueError(f"{key}/{sub} is not an attribute name ([A-Za-z0-9_]+)")
+                raise ValueError(f"{key}/{sub_key} is not an attribute name ([A-Za-z0-9_]+)")
             rendered = format_value(f"{key}/{sub_key}", item, style.get(sub_key))
-            items.append(f"    {sub_key} = {rendered}")
+            items.append(f"    {sub_key:<{width}} = {rendered}")
         if not items:
             return f"{key} = [ ]"
         return f"{key} = [\n" + ",\n".join(items) + "\n]"
