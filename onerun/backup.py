@@ -463,8 +463,12 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _oned_processes(layout: Layout) -> list[int]:
-    """Processes running oned: named oned, or started from the layout's oned binary."""
+    """Processes running the layout's oned; in the image (root /) also any process named oned.
+
+    Under a test root only that root's oned counts, so other roots' stand-ins do not.
+    """
     binary = str(layout.binary("/usr/bin/oned"))
+    any_oned = layout.root == Path("/")
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -474,7 +478,7 @@ def _oned_processes(layout: Layout) -> list[int]:
             comm = (entry / "comm").read_text().strip()
         except OSError:
             continue
-        if comm == "oned" or binary.encode() in argv:
+        if (any_oned and comm == "oned") or binary.encode() in argv:
             found.append(int(entry.name))
     return found
 
