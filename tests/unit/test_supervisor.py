@@ -1,0 +1,199 @@
+"""supervisord config, scrubbed environment, actions, the event listener protocol, and
+post-start against a local XML-RPC server standing in for oned."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shlex
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from xmlrpc.server import SimpleXMLRPCServer
+
+import pytest
+from conftest import write_image_versions
+from supervisor.options import ServerOptions
+
+from onerun.events import listen
+from onerun.layout import Layout
+from onerun.log import Logger
+from onerun.marker import read_start_record, write_start_record
+from onerun.plan import ApplyContext
+from onerun.poststart import heal_service_auth_files, wait_for_oned
+from onerun.services import INSTALLED_BY, plan_programs
+from onerun.settings import load_settings
+from onerun.supervisor import (
+    render_config,
+    scrubbed_environment,
+    supervisor_actions,
+    supervisord_argv,
+)
+
+
+def _programs(root: Path) -> list:
+    for rel in INSTALLED_BY.values():
+        (root / rel.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel.lstrip("/")).write_text("")
+    return plan_programs(load_settings({}, root=str(root)), Layout(root), maintenance=False,
+                         heal_service_auth=True, record_start=("7.0.0", "7.0.0"))
+
+
+def _parse(tmp_path: Path, text: str) -> ServerOptions:
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(text)
+    for directory in ("run/onerun", "var/log/one/console"):  # supervisord checks they exist
+        (tmp_path / directory).mkdir(parents=True, exist_ok=True)
+    options = ServerOptions()
+    options.configfile = str(conf)
+    options.process_config(do_usage=False)
+    return options
+
+
+def test_scrubbed_environment_is_an_allow_list(tmp_path: Path) -> None:
+    environ = {"PATH": "/bin", "LANG": "C.UTF-8", "LC_ALL": "C", "TZ": "UTC",
+               "DB_PASSWORD": "x", "ONEADMIN_PASSWORD": "x", "ONE_KEY": "x",
+               "DB_PASSWORD_FILE": "/s", "ONE_KEY_FILE": "/s", "AWS_SECRET": "x",
+               "KUBERNETES_SERVICE_HOST": "10.0.0.1", "LC_PASSWORD": "x"}
+    scrubbed = scrubbed_environment(environ, Layout(tmp_path))
+    assert scrubbed == {"PATH": "/bin", "LANG": "C.UTF-8", "LC_ALL": "C", "TZ": "UTC",
+                        "ONERUN_ROOT": str(tmp_path)}
+
+
+@pytest.mark.parametrize("as_root", [True, False])
+def test_rendered_config_parses_and_switches_user_only_as_root(tmp_path: Path,
+                                                               as_root: bool) -> None:
+    programs = _programs(tmp_path)
+    text = render_config(Layout(tmp_path), programs, run_as_root=as_root)
+    assert ("user=oneadmin" in text) is as_root
+    options = _parse(tmp_path, text)
+    configs = {g.name: g.process_configs[0] for g in options.process_group_configs}
+    assert set(configs) == {p.name for p in programs}
+    for program in programs:
+        config = configs[program.name]
+        assert config.command.split() == program.command  # no spaces in these paths
+        assert config.environment == program.environment
+        assert config.priority == program.priority
+        assert config.stopwaitsecs == program.stopwaitsecs
+        switches = as_root and program.as_oneadmin
+        assert config.uid == (Layout(tmp_path).oneadmin.uid if switches else None)
+    assert configs["oned"].stdout_logfile == str(tmp_path / "var/log/one/console/oned.log")
+    assert configs["onerun-logs"].stdout_logfile == "/dev/stdout"
+    server = options.configroot.supervisord.server_configs[0]
+    assert server["file"] == str(tmp_path / "run/onerun/supervisor.sock")
+    assert server["chmod"] == 0o700
+
+
+def test_percent_and_quotes_are_handled(tmp_path: Path) -> None:
+    programs = _programs(tmp_path)
+    odd = next(p for p in programs if p.name == "oned")
+    with_percent = replace(odd, command=[*odd.command, "100%", "a b"])
+    options = _parse(tmp_path, render_config(Layout(tmp_path), [with_percent], run_as_root=False))
+    command = options.process_group_configs[0].process_configs[0].command
+    assert shlex.split(command) == with_percent.command
+    with pytest.raises(Exception, match="cannot pass X"):
+        render_config(Layout(tmp_path), [replace(odd, environment={"X": 'a"b'})],
+                      run_as_root=False)
+
+
+def test_actions_create_log_files_and_config(tmp_path: Path) -> None:
+    programs = _programs(tmp_path)
+    layout = Layout(tmp_path)
+    settings = load_settings({}, root=str(tmp_path))
+    ctx = ApplyContext(layout, os.getuid(), os.getgid(), lambda _m: None)
+    actions = supervisor_actions(settings, layout, programs)
+    for action in actions:
+        assert action.describe()["action"]
+        action.apply(ctx)
+    assert (tmp_path / "var/log/one/oned.log").is_file()
+    assert (tmp_path / "var/log/one/console/oneflow.log").is_file()
+    assert layout.supervisor_conf.stat().st_mode & 0o777 == 0o644
+    assert "PASSWORD" not in layout.supervisor_conf.read_text()
+    assert supervisord_argv(layout)[1:] == ["-n", "-c", str(layout.supervisor_conf)]
+    assert os.access(supervisord_argv(layout)[0], os.X_OK)
+
+
+def _event(name: str, payload: str) -> bytes:
+    return (f"ver:3.0 server:supervisor serial:1 pool:onerun-events poolserial:1 "
+            f"eventname:{name} len:{len(payload)}\n{payload}").encode()
+
+
+def test_listener_ends_supervisord_only_for_critical_programs() -> None:
+    events = [
+        _event("PROCESS_STATE_EXITED", "processname:hem groupname:hem from_state:RUNNING "
+                                       "expected:0 pid:5"),
+        _event("PROCESS_STATE_FATAL", "processname:fireedge groupname:fireedge "
+                                      "from_state:BACKOFF"),
+        _event("PROCESS_STATE_EXITED", "processname:onerun-post-start groupname:x "
+                                       "from_state:RUNNING expected:1 pid:7"),
+        _event("PROCESS_STATE_EXITED", "processname:oned groupname:oned from_state:RUNNING "
+                                       "expected:0 pid:9"),
+        _event("PROCESS_STATE_FATAL", "processname:oned groupname:oned from_state:BACKOFF"),
+    ]
+    out, err, calls = io.StringIO(), io.StringIO(), []
+    listen(io.BytesIO(b"".join(events)), out, err, ["oned", "onerun-post-start"],
+           lambda: calls.append(1))
+    assert calls == [1]
+    assert out.getvalue() == "READY\n" + "RESULT 2\nOKREADY\n" * 5
+    assert "fireedge could not be started (FATAL): not critical" in err.getvalue()
+    assert "oned exited unexpectedly (pid 9): critical" in err.getvalue()
+
+
+@pytest.fixture
+def fake_oned() -> Iterator[tuple[str, list[tuple[object, ...]]]]:
+    """A local XML-RPC server answering like oned and recording one.user.passwd."""
+    calls: list[tuple[object, ...]] = []
+    server = SimpleXMLRPCServer(("127.0.0.1", 0), logRequests=False, allow_none=True)
+    server.register_function(lambda s, i, d: [True, "<USER/>", 0], "one.user.info")
+
+    def passwd(session: str, uid: int, password: str) -> list[object]:
+        calls.append((session, uid, password))
+        return [True, uid, 0]
+
+    server.register_function(passwd, "one.user.passwd")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/RPC2", calls
+    server.shutdown()
+
+
+def test_post_start_heals_every_auth_file_of_the_release(tmp_path: Path, fake_oned: tuple) -> None:
+    endpoint, calls = fake_oned
+    write_image_versions(tmp_path, "7.2.0", "7.0.0")
+    layout = Layout(tmp_path)
+    layout.dot_one.mkdir(parents=True)
+    layout.one_auth.write_text("oneadmin:pw\n")
+    log = Logger("text", io.StringIO())
+    client = wait_for_oned(layout, log, endpoint=endpoint)
+    heal_service_auth_files(client, layout, log)
+    assert len(calls) == 1 and calls[0][:2] == ("oneadmin:pw", 1)
+    names = ("sunstone_auth", "onegate_auth", "oneflow_auth", "oneform_auth")
+    for name in names:
+        path = layout.service_auth(name)
+        user, secret = path.read_text().rstrip("\n").split(":", 1)
+        assert user == "serveradmin"
+        assert hashlib.sha256(secret.encode()).hexdigest() == calls[0][2]
+        assert path.stat().st_mode & 0o777 == 0o600
+    assert not layout.service_auth("oneks_auth").exists()
+    assert calls[0][2] not in log.stream.getvalue()  # type: ignore[attr-defined]
+    write_start_record(layout.volume_marker, "7.2.0", "7.0.0", os.getuid(), os.getgid())
+    assert read_start_record(layout.volume_marker) is not None
+
+
+def test_wait_for_oned_retries_until_it_answers(tmp_path: Path, fake_oned: tuple) -> None:
+    endpoint, _ = fake_oned
+    layout = Layout(tmp_path)
+    layout.dot_one.mkdir(parents=True)
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:  # one_auth appears after two failed rounds
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            layout.one_auth.write_text("oneadmin:pw\n")
+
+    stream = io.StringIO()
+    wait_for_oned(layout, Logger("text", stream), sleep=sleep, endpoint=endpoint)
+    assert len(sleeps) == 2
+    assert stream.getvalue().count("waiting for oned") == 1  # logged once per reason
