@@ -352,7 +352,9 @@ def _onerun_trailer(path: Path) -> dict[str, object] | None:
 def check_backup_file(settings: Settings, path: Path) -> BackupName:
     """Accept only a whole backup onerun made for this backend; raise RestoreRefused otherwise."""
     parsed = parse_backup_name(path.name)
-    fix = f"pass one of onerun's backups (ls {path.parent}), named like {BACKUP_NAME.pattern}"
+    fix = ("pass one of onerun's backups from /var/lib/one/backups, named like"
+           " opennebula-20261127T120000Z-db7.0.0-to7.4.0.sql or"
+           " one.db-20261127T120000Z-db7.0.0.sqlite")
     if parsed is None:
         raise RestoreRefused(f"{path.name} is not named like a backup onerun made", fix)
     if not path.is_file():
