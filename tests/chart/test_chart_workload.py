@@ -1,0 +1,219 @@
+"""The front-end pod: probes, stop budget, security, writable mounts, config and rollouts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from chartlib import CHART_DIR, FULLNAME, Rendered, chart, container, env, render, render_error
+from ruamel.yaml import YAML
+
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+
+
+def pod_spec(rendered: Rendered, name: str = FULLNAME) -> dict[str, Any]:
+    spec: dict[str, Any] = rendered.get("StatefulSet", name)["spec"]["template"]["spec"]
+    return spec
+
+
+def test_probes_run_onerun_probe_with_timeouts_above_its_deadline() -> None:
+    values = chart().values["opennebula"]
+    deadline = float(values["probes"]["deadlineSeconds"])
+    c = container(render())
+    for probe, mode in zip(PROBES, ("startup", "readiness", "liveness"), strict=True):
+        assert c[probe]["exec"]["command"] == ["onerun", "probe", mode, "--timeout", str(deadline)]
+        assert c[probe]["timeoutSeconds"] >= deadline + 1
+
+
+def test_startup_budget_covers_bootstrap_and_upgrade_and_is_documented() -> None:
+    startup = container(render())["startupProbe"]
+    budget = startup["periodSeconds"] * startup["failureThreshold"]
+    assert budget >= 600  # a bootstrap (5-30 s) plus a schema upgrade (minutes)
+    readme = (CHART_DIR / "README.md").read_text()
+    assert f"{budget} s" in readme
+
+
+def test_grace_period_covers_the_supervisord_stop_budget() -> None:
+    budget = chart().values["opennebula"]["stopBudgetSeconds"]
+    assert pod_spec(render())["terminationGracePeriodSeconds"] >= budget
+    message = render_error({"terminationGracePeriodSeconds": budget - 1})
+    assert "terminationGracePeriodSeconds" in message and "stopBudgetSeconds" in message
+
+
+def test_a_probe_timeout_too_close_to_the_deadline_is_refused() -> None:
+    message = render_error({"opennebula": {"probes": {"liveness": {"timeoutSeconds": 1}}}})
+    assert "opennebula.probes.liveness.timeoutSeconds" in message and "deadlineSeconds" in message
+
+
+def test_native_grpc_probes_for_7_2_and_later() -> None:
+    c = container(render({"opennebula": {"probes": {"grpc": {"enabled": True}}}}))
+    assert c["startupProbe"]["grpc"] == {"port": 2634}
+    assert c["livenessProbe"]["grpc"] == {"port": 2634}
+    assert c["readinessProbe"]["exec"]["command"][:3] == ["onerun", "probe", "readiness"]
+    assert "exec" in container(render())["livenessProbe"]  # off by default
+    message = render_error(
+        {"image": {"tag": "7.0.0"}, "opennebula": {"probes": {"grpc": {"enabled": True}}}}
+    )
+    assert "7.2" in message
+
+
+def test_security_contexts_are_restrictive_on_every_container() -> None:
+    rendered = render({"opennebula": {"existingSecret": "creds"}})  # test pod gets an init one
+    pods = [d["spec"]["template"]["spec"] for d in rendered.all("StatefulSet")]
+    pods += [d["spec"] for d in rendered.all("Pod")]
+    assert len(pods) == 3
+    for spec in pods:
+        pod_ctx = spec["securityContext"]
+        assert pod_ctx["runAsNonRoot"] is True
+        assert pod_ctx["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert spec["automountServiceAccountToken"] is False
+        for c in spec["containers"] + spec.get("initContainers", []):
+            ctx = c["securityContext"]
+            assert ctx["allowPrivilegeEscalation"] is False
+            assert ctx["capabilities"]["drop"] == ["ALL"]
+            assert ctx["readOnlyRootFilesystem"] is True
+            assert "privileged" not in ctx and "add" not in ctx["capabilities"]
+    front = pod_spec(rendered)["securityContext"]
+    assert (front["runAsUser"], front["fsGroup"]) == (9869, 9869)
+
+
+def test_writable_places_the_image_needs_are_mounted() -> None:
+    spec = pod_spec(render())
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
+    assert mounts["/var/lib/one"] == "data"
+    claim = render().get("StatefulSet", FULLNAME)["spec"]["volumeClaimTemplates"][0]
+    assert claim["metadata"]["name"] == "data"
+    for path in ("/etc/one", "/var/log/one", "/run", "/run/lock", "/tmp"):
+        assert "emptyDir" in volumes[mounts[path]], path
+    assert volumes[mounts["/var/log/one"]]["emptyDir"]["sizeLimit"] == "1Gi"
+
+
+def test_config_is_rendered_into_the_configmap_onerun_reads() -> None:
+    config = {
+        "oned": {"DEFAULT_UMASK": 117, "VNC_PORTS": {"START": 6000}},
+        "oneflow": {":host": "0.0.0.0"},
+    }
+    rendered = render({"opennebula": {"config": config}})
+    path = env(container(rendered))["ONERUN_CONFIG"]
+    directory, filename = path.rsplit("/", 1)
+    spec = pod_spec(rendered)
+    mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["mountPath"] == directory)
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    configmap = rendered.get("ConfigMap", volume["configMap"]["name"])
+    assert YAML(typ="safe", pure=True).load(configmap["data"][filename]) == config
+    empty = render().get("ConfigMap", volume["configMap"]["name"])
+    assert YAML(typ="safe", pure=True).load(empty["data"][filename]) == {}
+
+
+def annotations(rendered: Rendered) -> dict[str, str]:
+    pod = rendered.get("StatefulSet", FULLNAME)["spec"]["template"]
+    result: dict[str, str] = pod["metadata"]["annotations"]
+    return result
+
+
+def test_checksums_roll_the_pod_on_config_or_secret_changes_only() -> None:
+    base = annotations(render())
+    assert base == annotations(render())  # stable, although generated secrets are random
+    changed = annotations(render({"opennebula": {"config": {"oned": {"DEFAULT_UMASK": 117}}}}))
+    assert changed["checksum/config"] != base["checksum/config"]
+    assert changed["checksum/secret"] == base["checksum/secret"]
+    password = annotations(render({"opennebula": {"oneadminPassword": "New-pw-1"}}))
+    assert password["checksum/secret"] != base["checksum/secret"]
+    assert password["checksum/config"] == base["checksum/config"]
+    unrelated = annotations(render({"resources": {"requests": {"cpu": "1"}}}))
+    assert unrelated == base
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({}, "$(POD_NAME).one-opennebula-headless.cloud.svc.cluster.local"),
+        ({"opennebula": {"hostname": "one.example.com"}}, "one.example.com"),
+        ({"opennebula": {"monitorAddress": "192.0.2.10"}}, "192.0.2.10"),
+        (
+            {"monitord": {"service": {"type": "LoadBalancer", "loadBalancerIP": "192.0.2.20"}}},
+            "192.0.2.20",
+        ),
+        ({"monitord": {"hostPort": True}}, {"fieldRef": {"fieldPath": "status.hostIP"}}),
+    ],
+)
+def test_monitor_address_defaults_to_what_hypervisors_can_reach(
+    values: dict[str, Any], expected: Any
+) -> None:
+    assert env(container(render(values)))["OPENNEBULA_MONITOR_ADDRESS"] == expected
+
+
+def test_onerun_settings_come_from_values() -> None:
+    variables = env(
+        container(
+            render(
+                {
+                    "opennebula": {
+                        "services": ["oned", "fireedge"],
+                        "maintenance": True,
+                        "logFormat": "json",
+                        "dbWaitTimeoutSeconds": 60,
+                        "backupKeep": 3,
+                        "listenAddress": "::",
+                    }
+                }
+            )
+        )
+    )
+    assert variables["ONERUN_SERVICES"] == "oned,fireedge"
+    assert variables["ONERUN_MAINTENANCE"] == "1"
+    assert variables["ONERUN_LOG_FORMAT"] == "json"
+    assert variables["ONERUN_DB_WAIT_TIMEOUT"] == "60"
+    assert variables["ONERUN_BACKUP_KEEP"] == "3"
+    assert variables["ONERUN_LISTEN_ADDRESS"] == "::"
+    assert "ONERUN_SERVICES" not in env(container(render()))  # default: all installed
+
+
+def test_image_defaults_to_the_app_version_and_runs_onerun_start() -> None:
+    c = container(render())
+    assert c["image"] == f"ghcr.io/onerun/opennebula:{chart().metadata['appVersion']}"
+    assert c["command"] == ["onerun", "start"]
+    pinned = container(render({"image": {"tag": "7.2.1", "digest": "sha256:" + "a" * 64}}))
+    assert pinned["image"] == "ghcr.io/onerun/opennebula:7.2.1@sha256:" + "a" * 64
+
+
+def test_schema_rejects_unknown_keys_and_bad_services() -> None:
+    assert "additional properties 'replicas' not allowed" in render_error({"replicas": 1})
+    assert "/opennebula/services" in render_error({"opennebula": {"services": ["fireedge"]}})
+    assert "/opennebula/services/1" in render_error(
+        {"opennebula": {"services": ["oned", "sunstone"]}}
+    )
+
+
+def test_extras_and_placement_reach_the_pod() -> None:
+    rendered = render(
+        {
+            "extraEnv": [{"name": "TZ", "value": "UTC"}],
+            "extraVolumes": [{"name": "extra", "emptyDir": {}}],
+            "extraVolumeMounts": [{"name": "extra", "mountPath": "/extra"}],
+            "extraObjects": [
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: '{{ .Release.Name }}-extra'\n"
+            ],
+            "nodeSelector": {"disk": "ssd"},
+            "tolerations": [{"key": "k", "operator": "Exists"}],
+            "affinity": {"nodeAffinity": {}},
+            "topologySpreadConstraints": [
+                {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"}
+            ],
+        }
+    )
+    spec = pod_spec(rendered)
+    assert env(spec["containers"][0])["TZ"] == "UTC"
+    assert {"name": "extra", "emptyDir": {}} in spec["volumes"]
+    assert {"name": "extra", "mountPath": "/extra"} in spec["containers"][0]["volumeMounts"]
+    assert "one-extra" in rendered.names("ConfigMap")
+    assert spec["nodeSelector"] == {"disk": "ssd"}
+    assert spec["tolerations"] and spec["affinity"] and spec["topologySpreadConstraints"]
+
+
+def test_pdb_is_opt_in() -> None:
+    assert not render().all("PodDisruptionBudget")
+    pdb = render({"podDisruptionBudget": {"enabled": True}}).get("PodDisruptionBudget", FULLNAME)
+    assert pdb["spec"]["maxUnavailable"] == 0
+    assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "frontend"
