@@ -6,67 +6,55 @@ Tests that need ../shared skip with a reason where it is absent (users do not ha
 from __future__ import annotations
 
 import pwd
-import shutil
 import subprocess
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from testlib import PROJECT, lay_out_etc_dist, write_image_versions
 
 pytest_plugins = ["fixtures.mariadb"]
 
-PROJECT = Path(__file__).resolve().parent.parent
-SHARED = PROJECT.parent / "shared"
-UPSTREAM = SHARED / "fixtures" / "opennebula"
-DB_FIXTURES = SHARED / "fixtures" / "opennebula-db" / "7.0.0"
-UPSTREAM_VERSIONS = ("7.0.0", "7.4.0")
 
+def _grant_traverse(paths: list[Path]) -> list[tuple[Path, int]]:
+    """Add o+x to every ancestor directory of ``paths`` that lacks it; return what changed.
 
-def require_shared(path: Path) -> Path:
-    """Skip the calling test with a reason when a ../shared fixture is absent."""
-    if not path.exists():
-        pytest.skip(f"{path} is absent (../shared fixtures are not available here)")
-    return path
+    Programs the tests run as oneadmin call onerun back through this interpreter and this
+    checkout; a clone in a 0700 temp dir (or a Python under /root) would be out of reach.
+    """
+    changed: list[tuple[Path, int]] = []
+    for path in paths:
+        for directory in reversed(path.resolve().parents):
+            mode = directory.stat().st_mode & 0o7777
+            if not mode & 0o001 and (directory, mode) not in changed:
+                directory.chmod(mode | 0o001)
+                changed.append((directory, mode))
+    return changed
 
 
 @pytest.fixture(scope="session")
-def oneadmin_user() -> pwd.struct_passwd:
-    """The oneadmin account (uid/gid 9869 as the packages make it), created when absent."""
+def oneadmin_user() -> Iterator[pwd.struct_passwd]:
+    """The oneadmin account (uid/gid 9869 as the packages make it), created when absent.
+
+    While it is in use, oneadmin may traverse to this checkout and to the interpreter (the
+    directories' previous modes are put back afterwards).
+    """
     try:
-        return pwd.getpwnam("oneadmin")
+        entry = pwd.getpwnam("oneadmin")
     except KeyError:
-        pass
-    subprocess.run(["groupadd", "--gid", "9869", "oneadmin"], check=False)
-    subprocess.run(
-        ["useradd", "--uid", "9869", "--gid", "9869", "--home-dir", "/var/lib/one",
-         "--no-create-home", "--shell", "/bin/bash", "oneadmin"],
-        check=True,
-    )
-    return pwd.getpwnam("oneadmin")
-
-
-def lay_out_etc_dist(root: Path, version: str) -> Path:
-    """Copy upstream configs of ``version`` to root/usr/share/one/etc-dist, as the image does."""
-    source = require_shared(UPSTREAM / version / "etc")
-    target = root / "usr/share/one/etc-dist"
-    shutil.copytree(source, target, dirs_exist_ok=True)
-    schedulers = target / "schedulers"
-    schedulers.mkdir(exist_ok=True)
-    for name in ("rank.conf", "one_drs.conf"):
-        if (target / name).exists():
-            shutil.move(target / name, schedulers / name)
-    return target
-
-
-def write_image_versions(root: Path, release: str, db_version: str) -> None:
-    """Stand-ins for the two Ruby files the image's OpenNebula version is read from."""
-    ruby = root / "usr/lib/one/ruby"
-    (ruby / "onedb").mkdir(parents=True, exist_ok=True)
-    (ruby / "opennebula.rb").write_text(f"module OpenNebula\n    VERSION = '{release}'\nend\n")
-    (ruby / "onedb/database_schema.rb").write_text(
-        "class OneDBBacKEnd\nend\n"
-        f"LATEST_DB_VERSION = '{db_version}'\nLATEST_LOCAL_DB_VERSION = '{db_version}'\n"
-    )
+        subprocess.run(["groupadd", "--gid", "9869", "oneadmin"], check=False)
+        subprocess.run(
+            ["useradd", "--uid", "9869", "--gid", "9869", "--home-dir", "/var/lib/one",
+             "--no-create-home", "--shell", "/bin/bash", "oneadmin"],
+            check=True,
+        )
+        entry = pwd.getpwnam("oneadmin")
+    changed = _grant_traverse([PROJECT / "onerun", Path(sys.executable).resolve(),
+                               Path(sys.prefix) / "lib"])
+    yield entry
+    for directory, mode in reversed(changed):
+        directory.chmod(mode)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import DB_FIXTURES, require_shared
+from testlib import DB_FIXTURES, require_shared
 
 from onerun.backup import (
     BACKUP_NAME,

@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DB_FIXTURES, PROJECT, require_shared
 from fixtures.mariadb import MariaDBServer
+from testlib import DB_FIXTURES, PROJECT, require_shared
 
 from onerun.database import DbState, classify, mysql_connect, wait_for_database
 from onerun.errors import DependencyUnavailable, SettingsError

@@ -61,9 +61,9 @@ if os.path.exists(f"{{RECORDS}}/fail-{{name}}"):
 record = {{"name": name, "uid": os.getuid(), "gid": os.getgid(), "argv": sys.argv,
           "env": dict(os.environ), "started": time.time()}}
 if name == "oned" and os.environ.get("SSH_AUTH_SOCK"):
-    for _ in range(50):  # the agent starts alongside oned; its drivers use it later
+    for _ in range(150):  # the agent starts alongside oned and loads the key a bit later
         agent = subprocess.run(["ssh-add", "-l"], capture_output=True, text=True)
-        if agent.returncode != 2:
+        if agent.returncode == 0:
             break
         time.sleep(0.1)
     record["ssh_add"] = agent.returncode

@@ -23,7 +23,7 @@ from typing import Any
 
 import pymysql
 import pytest
-from conftest import DB_FIXTURES, require_shared
+from testlib import DB_FIXTURES, require_shared
 
 from onerun.database import classify
 from onerun.errors import UnsafeStateError

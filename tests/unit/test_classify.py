@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import DB_FIXTURES, require_shared
+from testlib import DB_FIXTURES, require_shared
 
 from onerun.database import DbState, classify
 from onerun.database.classify import Facts, decide, is_true, parse_user_body

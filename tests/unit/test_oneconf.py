@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from conftest import PROJECT, UPSTREAM, UPSTREAM_VERSIONS, require_shared
 from hypothesis import given
 from hypothesis import strategies as st
+from testlib import PROJECT, UPSTREAM, UPSTREAM_VERSIONS, require_shared
 
 from onerun import oneconf
 

@@ -50,7 +50,7 @@ def db(state: DbState, version: str | None = "7.0.0", sha: str | None = PASSWORD
 
 def volume(*, one_key: str | None = None, one_auth: str | None = None,
            service_auth: tuple[str, ...] = (), record: str | None = None,
-           restore_failed: bool = False) -> VolumeFacts:
+           restore_failed: str | None = None) -> VolumeFacts:
     return VolumeFacts(
         var_lib_one=OwnedPath(LAYOUT.var_lib_one, 9869, 9869, 0o750),
         one_key=Secret(one_key) if one_key else None,
@@ -67,11 +67,11 @@ def volume(*, one_key: str | None = None, one_auth: str | None = None,
 
 
 def observation(db_obs: Any, vol: VolumeFacts, *, image: ImageVersions = IMAGE_70,
-                lock: bool = False, oned_pid: int | None = None) -> Observation:
+                lock: bool = False, oned: str | None = None) -> Observation:
     return Observation(
         volume=vol,
         image=ImageFacts(image, remotes_dist_present=True, ssh_config_dist_present=True),
-        processes=ProcessFacts(lock_file_present=lock, oned_running_pid=oned_pid,
+        processes=ProcessFacts(lock_file_present=lock, oned_running=oned,
                                running_as_root=False, var_lib_one_writable_by_oneadmin=True),
         db=db_obs,
     )
@@ -130,11 +130,12 @@ MATRIX = [
      EXIT_REFUSED, "7.4.x"),
     ("an oned already runs", {},
      observation(db(DbState.BOOTSTRAPPED), volume(one_key=KEY, one_auth=PASSWORD,
-                                                  service_auth=ALL_70), lock=True, oned_pid=42),
+                                                  service_auth=ALL_70), lock=True,
+                 oned="/var/lock/one/one exists and oned runs (pid 42)"),
      EXIT_REFUSED, "pid 42"),
     ("a restore did not complete", {},
      observation(db(DbState.BOOTSTRAPPED), volume(one_key=KEY, one_auth=PASSWORD,
-                                                  restore_failed=True)),
+                                                  restore_failed="onedb upgrade failed")),
      EXIT_REFUSED, "onerun restore"),
 ]
 

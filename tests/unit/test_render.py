@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PROJECT, UPSTREAM_VERSIONS
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from testlib import PROJECT, UPSTREAM_VERSIONS
 
 from onerun import oneconf, render, yamlconf
 from onerun.errors import SettingsError, UnsafeStateError

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import write_image_versions
+from testlib import write_image_versions
 
 from onerun.layout import Layout
 from onerun.services import INSTALLED_BY, plan_programs, service_auth_files

@@ -14,8 +14,8 @@ from pathlib import Path
 from xmlrpc.server import SimpleXMLRPCServer
 
 import pytest
-from conftest import write_image_versions
 from supervisor.options import ServerOptions
+from testlib import write_image_versions
 
 from onerun.events import listen
 from onerun.layout import Layout

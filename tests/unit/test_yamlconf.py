@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import PROJECT, UPSTREAM, UPSTREAM_VERSIONS, require_shared
+from testlib import PROJECT, UPSTREAM, UPSTREAM_VERSIONS, require_shared
 
 from onerun import yamlconf
 
