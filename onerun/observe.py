@@ -6,11 +6,13 @@ not there yet is not an observation of "empty"), then classifies it.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from onerun.backup import oned_running
 from onerun.database import DbObservation, classify, wait_for_database
 from onerun.fsutil import running_as_root
 from onerun.layout import SERVICE_AUTH_FILES, Layout
@@ -55,7 +57,7 @@ class VolumeFacts:
     service_auth_present: frozenset[str]
     secret_files: tuple[OwnedPath, ...]
     start_record: StartRecord | None
-    restore_failed: bool
+    restore_failed: str | None  # the recorded reason while the DB state is unknown
     remotes_present: bool
     ssh_private_key_present: bool
     ssh_config_present: bool
@@ -71,7 +73,7 @@ class ImageFacts:
 @dataclass(frozen=True)
 class ProcessFacts:
     lock_file_present: bool
-    oned_running_pid: int | None  # pid of a live oned holding the lock
+    oned_running: str | None  # why an oned may still run on this volume; None: provably not
     running_as_root: bool
     var_lib_one_writable_by_oneadmin: bool
 
@@ -103,6 +105,20 @@ def _read_one_auth_password(path: Path) -> tuple[bool, Secret | None]:
     return True, Secret(password) if sep else None
 
 
+def _restore_failed_reason(marker: Path) -> str | None:
+    """The reason recorded by an upgrade that left the DB in an unknown state."""
+    try:
+        text = marker.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(text)
+        backup = data.get("backup", "?")
+        return f"{data.get('reason', 'unknown reason')} (backup: {backup})"
+    except (ValueError, AttributeError):
+        return f"{marker} exists but is unreadable"
+
+
 def observe_volume(layout: Layout) -> VolumeFacts:
     one_auth_present, one_auth_password = _read_one_auth_password(layout.one_auth)
     secret_names = ("one_key", "one_auth", *SERVICE_AUTH_FILES)
@@ -119,7 +135,7 @@ def observe_volume(layout: Layout) -> VolumeFacts:
         ),
         secret_files=secret_files,
         start_record=read_start_record(layout.volume_marker),
-        restore_failed=layout.restore_failed_marker.exists(),
+        restore_failed=_restore_failed_reason(layout.restore_failed_marker),
         remotes_present=layout.remotes.is_dir(),
         ssh_private_key_present=any((layout.ssh_dir / key).exists() for key in SSH_PRIVATE_KEYS),
         ssh_config_present=(layout.ssh_dir / "config").exists(),
@@ -134,25 +150,12 @@ def observe_image(layout: Layout) -> ImageFacts:
     )
 
 
-def _live_oned_pid(lock_file: Path) -> int | None:
-    """The pid in oned's lock file when that process is alive and is an oned."""
-    try:
-        pid = int(lock_file.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    try:
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return None
-    return pid if comm == "oned" else None
-
-
 def observe_processes(layout: Layout) -> ProcessFacts:
     as_root = running_as_root()
     volume = layout.var_lib_one
     return ProcessFacts(
         lock_file_present=layout.lock_file.exists(),
-        oned_running_pid=_live_oned_pid(layout.lock_file),
+        oned_running=oned_running(layout),
         running_as_root=as_root,
         # As root onerun gives the directory to oneadmin itself; as oneadmin (the chart's
         # default) this process is the one that must be able to write there.

@@ -229,9 +229,9 @@ def _versions(obs: Observation, decision: Decision) -> None:
 def _runtime_files(settings: Settings, obs: Observation, layout: Layout,
                    decision: Decision) -> None:
     """Stale lock, remotes, SSH, maintenance flag: all O(1) in the volume's size."""
-    if obs.processes.oned_running_pid is not None:
+    if obs.processes.oned_running is not None:
         decision.refuse(
-            f"an oned (pid {obs.processes.oned_running_pid}) already runs on this volume",
+            f"an oned may still run on this volume: {obs.processes.oned_running}",
             "stop it first; two oned processes on one database corrupt it")
         return
     if obs.processes.lock_file_present:
@@ -291,8 +291,10 @@ def decide(
     decision = Decision(actions=_directories(layout))
     if obs.volume.restore_failed:
         return decision.refuse(
-            "a restore after a failed upgrade did not complete; the database state is unknown",
-            f"run `onerun restore FILE` with the backup named in {layout.restore_failed_marker}")
+            "a schema upgrade or its restore did not complete, so the database state is "
+            f"unknown: {obs.volume.restore_failed}",
+            f"run `onerun restore FILE` with the backup named in {layout.restore_failed_marker}"
+            " (in maintenance mode, ONERUN_MAINTENANCE=1)")
     if not obs.processes.var_lib_one_writable_by_oneadmin:
         return decision.refuse(
             f"{layout.var_lib_one} is not writable by this user",

@@ -1,0 +1,390 @@
+"""The fault matrix end to end: `onerun start` against real sqlite files and a real MariaDB.
+
+Each row runs the real command (a subprocess, as the image's ENTRYPOINT does), checks the
+exit code and the message, that nothing on the volume or in the database was deleted or
+rewritten when it refuses, and that `onerun start --dry-run` reports the same decision
+and exit code. Databases are the real ones oned 7.0.0 wrote (../shared/fixtures).
+Rows that proceed exec a real supervisord; the test stops it with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from testlib import DB_FIXTURES, require_shared
+
+from onerun.layout import Layout
+
+FIXTURE_PASSWORD = "fixturepass"  # one_auth of the fixture databases
+FIXTURE_DB_PASSWORD = "fixturedbpass"
+SERVICE_AUTH = ("sunstone_auth", "onegate_auth", "oneflow_auth")
+
+
+@dataclass
+class Scenario:
+    """A throwaway root plus the environment of one start."""
+
+    root: Path
+    env: dict[str, str] = field(default_factory=dict)
+    db_snapshot: Callable[[], str] = lambda: ""
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.root)
+
+    def run(self, *extra: str, dry_run: bool = False, timeout: float = 60) -> Any:
+        args = [sys.executable, "-m", "onerun", "start", "--root", str(self.root)]
+        if dry_run:
+            args.append("--dry-run")
+        return subprocess.run([*args, *extra], env=self.full_env(), capture_output=True,
+                              text=True, timeout=timeout, check=False)
+
+    def full_env(self) -> dict[str, str]:
+        return {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", **self.env}
+
+
+def volume_snapshot(root: Path) -> dict[str, str]:
+    """Content hash of every file under the volume (and /etc-less runtime dirs)."""
+    result = {}
+    base = root / "var/lib/one"
+    for path in sorted(base.rglob("*")) if base.exists() else []:
+        if path.is_file():
+            result[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return result
+
+
+@pytest.fixture
+def base_root(make_root: Callable[..., Path]) -> Path:
+    """A root with upstream 7.0.0 configs and the image version files of a 7.0.2 image."""
+    return make_root("7.0.0", image_release="7.0.2", image_db_version="7.0.0")
+
+
+def put_dot_one(root: Path, source: Path, names: tuple[str, ...]) -> None:
+    dot_one = root / "var/lib/one/.one"
+    dot_one.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copy2(source / name, dot_one / name)
+
+
+def record_completed_start(root: Path) -> None:
+    state = root / "var/lib/one/.onerun"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "last-start.json").write_text(
+        '{"opennebula_version": "7.0.2", "db_version": "7.0.0", "recorded_at": 0}\n')
+
+
+# --- the two backends ---------------------------------------------------------------------
+
+
+class Backend:
+    """Puts a database in a given state for a scenario: EMPTY, BOOTSTRAPPED, PARTIAL_*."""
+
+    name = ""
+
+    def prepare(self, scenario: Scenario, state: str) -> None:
+        raise NotImplementedError
+
+
+class SqliteBackend(Backend):
+    name = "sqlite"
+
+    def prepare(self, scenario: Scenario, state: str) -> None:
+        sources = {
+            "BOOTSTRAPPED": DB_FIXTURES / "sqlite-bootstrapped/one.db",
+            "PARTIAL_TABLES": DB_FIXTURES / "sqlite-partial-tables/one.db",
+            "PARTIAL_USERS": DB_FIXTURES / "sqlite-partial-users/one.db",
+        }
+        if state != "EMPTY":
+            target = scenario.root / "var/lib/one/one.db"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(require_shared(sources[state]), target)
+        scenario.db_snapshot = lambda: (
+            hashlib.sha256((scenario.root / "var/lib/one/one.db").read_bytes()).hexdigest()
+            if (scenario.root / "var/lib/one/one.db").exists() else "absent")
+
+
+class MariaDBBackend(Backend):
+    name = "mysql"
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    def prepare(self, scenario: Scenario, state: str) -> None:
+        name = f"one_{uuid.uuid4().hex[:10]}"
+        self.server.create_database(name, "oneadmin", FIXTURE_DB_PASSWORD)
+        if state != "EMPTY":
+            dump = require_shared(DB_FIXTURES / "mariadb-bootstrapped/opennebula.sql")
+            self.server.load_dump(name, dump)
+            with self.server.connect(name) as conn, conn.cursor() as cursor:
+                if state == "PARTIAL_TABLES":
+                    cursor.execute("DROP TABLE db_versioning")
+                elif state == "PARTIAL_USERS":
+                    cursor.execute("DELETE FROM user_pool")
+                conn.commit()
+        scenario.env.update({
+            "DB_BACKEND": "mysql", "DB_HOST": "127.0.0.1", "DB_PORT": str(self.server.port),
+            "DB_USER": "oneadmin", "DB_PASSWORD": FIXTURE_DB_PASSWORD, "DB_NAME": name,
+        })
+
+        def snapshot() -> str:
+            with self.server.connect(name) as conn, conn.cursor() as cursor:
+                cursor.execute("SHOW TABLES")
+                tables = sorted(row[0] for row in cursor.fetchall())
+                sums = []
+                for table in tables:
+                    cursor.execute(f"CHECKSUM TABLE `{table}`")
+                    sums.append(f"{table}={cursor.fetchone()[1]}")
+            return ",".join(sums)
+
+        scenario.db_snapshot = snapshot
+
+
+@pytest.fixture(params=["sqlite", "mysql"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    if request.param == "sqlite":
+        return SqliteBackend()
+    return MariaDBBackend(request.getfixturevalue("mariadb_server"))
+
+
+def dot_one_source(backend: Backend) -> Path:
+    sub = "sqlite-bootstrapped" if backend.name == "sqlite" else "mariadb-bootstrapped"
+    return require_shared(DB_FIXTURES / sub / "dot-one")
+
+
+# --- refusals: exit code, message, nothing changed, dry run agrees ------------------------
+
+
+def assert_refused_unchanged(scenario: Scenario, code: int, needle: str) -> None:
+    before_volume = volume_snapshot(scenario.root)
+    before_db = scenario.db_snapshot()
+    dry = scenario.run(dry_run=True)
+    real = scenario.run()
+    assert real.returncode == code, real.stderr
+    assert needle in real.stderr
+    assert dry.returncode == code, dry.stdout + dry.stderr
+    assert "decision: refuse" in dry.stdout and needle in dry.stdout
+    assert volume_snapshot(scenario.root) == before_volume
+    assert scenario.db_snapshot() == before_db
+    assert not (scenario.root / "run/onerun/supervisord.conf").exists()
+
+
+def test_db_bootstrapped_but_volume_empty_is_refused(base_root: Path, backend: Backend) -> None:
+    scenario = Scenario(base_root, {"ONEADMIN_PASSWORD": FIXTURE_PASSWORD})
+    backend.prepare(scenario, "BOOTSTRAPPED")
+    assert_refused_unchanged(scenario, 3, "one_key")
+
+
+def test_one_key_missing_with_bootstrapped_db_is_refused(base_root: Path,
+                                                         backend: Backend) -> None:
+    scenario = Scenario(base_root)
+    backend.prepare(scenario, "BOOTSTRAPPED")
+    put_dot_one(base_root, dot_one_source(backend), ("one_auth", *SERVICE_AUTH))
+    assert_refused_unchanged(scenario, 3, "one_key")
+
+
+def test_empty_db_on_a_volume_that_ran_a_cloud_is_refused(base_root: Path,
+                                                          backend: Backend) -> None:
+    scenario = Scenario(base_root)
+    backend.prepare(scenario, "EMPTY")
+    put_dot_one(base_root, dot_one_source(backend), ("one_key", "one_auth", *SERVICE_AUTH))
+    record_completed_start(base_root)
+    assert_refused_unchanged(scenario, 3, "ONERUN_ACCEPT_EMPTY_DB")
+
+
+def test_partial_tables_is_refused(base_root: Path, backend: Backend) -> None:
+    scenario = Scenario(base_root)
+    backend.prepare(scenario, "PARTIAL_TABLES")
+    put_dot_one(base_root, dot_one_source(backend), ("one_key", "one_auth"))
+    assert_refused_unchanged(scenario, 3, "restore a backup")
+
+
+def test_wrong_oneadmin_password_is_refused(base_root: Path, backend: Backend) -> None:
+    scenario = Scenario(base_root, {"ONEADMIN_PASSWORD": "Wrong-Password-1"})
+    backend.prepare(scenario, "BOOTSTRAPPED")
+    put_dot_one(base_root, dot_one_source(backend), ("one_key", "one_auth", *SERVICE_AUTH))
+    assert_refused_unchanged(scenario, 3, "ONEADMIN_PASSWORD")
+    assert "Wrong-Password-1" not in scenario.run().stderr
+
+
+# --- rows that proceed: a real supervisord comes up ----------------------------------------
+
+
+@dataclass
+class Running:
+    process: subprocess.Popen[str]
+    output: list[str]
+
+
+@pytest.fixture
+def start_until_supervisord(oneadmin_user: Any) -> Iterator[Callable[[Scenario], Running]]:
+    """Run the real `onerun start`, wait until supervisord answers on its socket, stop it."""
+    started: list[Running] = []
+
+    def launch(scenario: Scenario) -> Running:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "onerun", "start", "--root", str(scenario.root)],
+            env=scenario.full_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, start_new_session=True)
+        running = Running(process, [])
+        started.append(running)
+        sock = scenario.layout.supervisor_sock
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not sock.exists():
+            if process.poll() is not None:
+                running.output.append(process.stdout.read() if process.stdout else "")
+                pytest.fail(f"onerun start exited {process.returncode}: {running.output}")
+            time.sleep(0.1)
+        assert sock.exists(), "supervisord did not come up"
+        return running
+
+    yield launch
+    for running in started:
+        if running.process.poll() is None:
+            os.killpg(running.process.pid, signal.SIGTERM)
+            try:
+                out, _ = running.process.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(running.process.pid, signal.SIGKILL)
+                out, _ = running.process.communicate()
+            running.output.append(out)
+
+
+def stop(running: Running) -> str:
+    os.killpg(running.process.pid, signal.SIGTERM)
+    out, _ = running.process.communicate(timeout=60)
+    running.output.append(out)
+    return "".join(running.output)
+
+
+def test_leftover_auth_files_without_a_completed_start_are_removed(
+        base_root: Path, backend: Backend,
+        start_until_supervisord: Callable[[Scenario], Running]) -> None:
+    scenario = Scenario(base_root)
+    backend.prepare(scenario, "EMPTY")
+    put_dot_one(base_root, dot_one_source(backend), ("one_key", "one_auth", *SERVICE_AUTH))
+    key_before = (base_root / "var/lib/one/.one/one_key").read_bytes()
+    dry = scenario.run(dry_run=True)
+    assert dry.returncode == 0 and "decision: proceed" in dry.stdout
+    running = start_until_supervisord(scenario)
+    dot_one = base_root / "var/lib/one/.one"
+    assert not any((dot_one / name).exists() for name in SERVICE_AUTH)
+    assert (dot_one / "one_key").read_bytes() == key_before  # not ours to change
+    assert (dot_one / "one_auth").read_text() == f"oneadmin:{FIXTURE_PASSWORD}\n"  # kept
+    output = stop(running)
+    assert "removed" in output and "sunstone_auth" in output
+
+
+def test_partial_users_proceeds(base_root: Path, backend: Backend,
+                                start_until_supervisord: Callable[[Scenario], Running]) -> None:
+    scenario = Scenario(base_root, {"ONEADMIN_PASSWORD": "New-Admin-Pass-1"})
+    backend.prepare(scenario, "PARTIAL_USERS")
+    put_dot_one(base_root, dot_one_source(backend), ("one_key", "onegate_auth"))
+    assert scenario.run(dry_run=True).returncode == 0
+    start_until_supervisord(scenario)
+    dot_one = base_root / "var/lib/one/.one"
+    assert not (dot_one / "onegate_auth").exists()
+    assert (dot_one / "one_auth").read_text() == "oneadmin:New-Admin-Pass-1\n"
+    assert (dot_one / "one_auth").stat().st_mode & 0o777 == 0o600
+
+
+def test_fresh_install_generates_one_auth_without_logging_it(
+        base_root: Path, start_until_supervisord: Callable[[Scenario], Running]) -> None:
+    scenario = Scenario(base_root)
+    running = start_until_supervisord(scenario)
+    one_auth = base_root / "var/lib/one/.one/one_auth"
+    user, _, password = one_auth.read_text().strip().partition(":")
+    assert user == "oneadmin" and len(password) >= 32
+    output = stop(running)
+    assert str(one_auth) in output
+    assert password not in output
+
+
+def test_restart_of_a_bootstrapped_volume_converges(
+        base_root: Path, backend: Backend,
+        start_until_supervisord: Callable[[Scenario], Running]) -> None:
+    scenario = Scenario(base_root, {"ONEADMIN_PASSWORD": FIXTURE_PASSWORD})
+    backend.prepare(scenario, "BOOTSTRAPPED")
+    put_dot_one(base_root, dot_one_source(backend), ("one_key", "one_auth", *SERVICE_AUTH))
+    before = volume_snapshot(base_root)
+    before_db = scenario.db_snapshot()
+    for _ in range(2):
+        stop(start_until_supervisord(scenario))
+    after = volume_snapshot(base_root)
+    # Everything that was there is unchanged (one_auth rewritten with the same content).
+    assert {path: digest for path, digest in after.items() if path in before} == before
+    assert scenario.db_snapshot() == before_db
+
+
+# --- the DB wait -------------------------------------------------------------------------
+
+
+def test_db_never_up_exits_4_at_the_deadline(base_root: Path) -> None:
+    scenario = Scenario(base_root, {
+        "DB_BACKEND": "mysql", "DB_HOST": "127.0.0.1", "DB_PORT": "1", "DB_PASSWORD": "x-y-z",
+        "ONERUN_DB_WAIT_TIMEOUT": "2"})
+    dry = scenario.run(dry_run=True)
+    real = scenario.run()
+    assert real.returncode == dry.returncode == 4
+    assert "DB" in real.stderr or "database" in real.stderr.lower()
+    assert "x-y-z" not in real.stderr + dry.stderr + dry.stdout
+
+
+def test_wrong_db_password_exits_2(base_root: Path, mariadb_server: Any) -> None:
+    scenario = Scenario(base_root)
+    MariaDBBackend(mariadb_server).prepare(scenario, "EMPTY")
+    scenario.env["DB_PASSWORD"] = "Not-The-Db-Password"
+    scenario.env["ONERUN_DB_WAIT_TIMEOUT"] = "20"
+    dry = scenario.run(dry_run=True)
+    real = scenario.run()
+    assert real.returncode == dry.returncode == 2
+    assert "DB_PASSWORD" in real.stderr
+    assert "Not-The-Db-Password" not in real.stderr + dry.stderr + dry.stdout
+    assert not (base_root / "var/lib/one").exists()
+
+
+def test_db_down_then_up_proceeds(base_root: Path, mariadb_server: Any) -> None:
+    scenario = Scenario(base_root)
+    MariaDBBackend(mariadb_server).prepare(scenario, "EMPTY")
+    mariadb_server.stop()
+    try:
+        begin = time.monotonic()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "onerun", "start", "--dry-run", "--root", str(base_root)],
+            env=scenario.full_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(5)
+        assert process.poll() is None, "onerun gave up while the DB was down"
+    finally:
+        mariadb_server.start()
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "decision: proceed" in out
+    assert time.monotonic() - begin >= 5
+    assert "waiting" in err.lower() or "refused" in err.lower()
+
+
+def test_sigterm_during_the_wait_exits_fast(base_root: Path) -> None:
+    scenario = Scenario(base_root, {
+        "DB_BACKEND": "mysql", "DB_HOST": "127.0.0.1", "DB_PORT": "1", "DB_PASSWORD": "x-y-z",
+        "ONERUN_DB_WAIT_TIMEOUT": "300"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "onerun", "start", "--root", str(base_root)],
+        env=scenario.full_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)  # inside the wait by now (imports take well under a second)
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=10)
+    assert time.monotonic() - sent < 2.0
+    assert process.returncode == 143
+    assert not (base_root / "var/lib/one").exists()
