@@ -113,6 +113,7 @@ class WriteFile:
     why: str
     sensitive: bool = False
     only_if_absent: bool = False
+    quiet: bool = False  # routine (e.g. a packaged file copied as is): not logged when applied
 
     def describe(self) -> dict[str, Any]:
         what = "secret" if self.sensitive else f"{len(self.content)} bytes"
@@ -224,6 +225,8 @@ class Plan:
         for action in self.actions:
             action.apply(ctx)
             step = action.describe()
+            if isinstance(action, WriteFile) and action.quiet:
+                continue
             if step["action"] in ("write", "replace-tree", "generate-ssh-key", "copy-ssh-keys",
                                   "fix-owner"):
                 ctx.log(f"{step['action']} {step.get('path')}: {step.get('why', '')}")

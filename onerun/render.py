@@ -226,7 +226,7 @@ def render_configs(settings: Settings, layout: Layout) -> list[Action]:
         target = layout.etc_one / relative
         if rendered is None:
             actions.append(WriteFile(target, raw, stat.S_IMODE(path.stat().st_mode),
-                                     why="copied from etc-dist"))
+                                     why="copied from etc-dist", quiet=True))
         elif relative.as_posix() == "oned.conf":
             actions.append(WriteFile(target, rendered, ONED_MODE, sensitive=True,
                                      why="rendered: DB vector, HOSTNAME, listen address, "

@@ -12,25 +12,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from testlib import PROJECT, lay_out_etc_dist, write_image_versions
+from testlib import (
+    PROJECT,
+    grant_traverse,
+    lay_out_etc_dist,
+    restore_modes,
+    write_image_versions,
+)
 
 pytest_plugins = ["fixtures.mariadb"]
-
-
-def _grant_traverse(paths: list[Path]) -> list[tuple[Path, int]]:
-    """Add o+x to every ancestor directory of ``paths`` that lacks it; return what changed.
-
-    Programs the tests run as oneadmin call onerun back through this interpreter and this
-    checkout; a clone in a 0700 temp dir (or a Python under /root) would be out of reach.
-    """
-    changed: list[tuple[Path, int]] = []
-    for path in paths:
-        for directory in reversed(path.resolve().parents):
-            mode = directory.stat().st_mode & 0o7777
-            if not mode & 0o001 and (directory, mode) not in changed:
-                directory.chmod(mode | 0o001)
-                changed.append((directory, mode))
-    return changed
 
 
 @pytest.fixture(scope="session")
@@ -50,11 +40,10 @@ def oneadmin_user() -> Iterator[pwd.struct_passwd]:
             check=True,
         )
         entry = pwd.getpwnam("oneadmin")
-    changed = _grant_traverse([PROJECT / "onerun", Path(sys.executable).resolve(),
-                               Path(sys.prefix) / "lib"])
+    changed = grant_traverse([PROJECT / "onerun", Path(sys.executable).resolve(),
+                              Path(sys.prefix) / "lib"])
     yield entry
-    for directory, mode in reversed(changed):
-        directory.chmod(mode)
+    restore_modes(changed)
 
 
 @pytest.fixture

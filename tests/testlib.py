@@ -44,3 +44,85 @@ def write_image_versions(root: Path, release: str, db_version: str) -> None:
         "class OneDBBacKEnd\nend\n"
         f"LATEST_DB_VERSION = '{db_version}'\nLATEST_LOCAL_DB_VERSION = '{db_version}'\n"
     )
+
+
+def grant_traverse(paths: list[Path]) -> list[tuple[Path, int]]:
+    """Add o+x to every ancestor directory of ``paths`` that lacks it; return what changed.
+
+    Programs the tests run as oneadmin need to reach this checkout, the interpreter and the
+    test root (pytest's temp dirs are 0700). Only traversal is granted, not listing.
+    """
+    changed: list[tuple[Path, int]] = []
+    for path in paths:
+        for directory in reversed(path.resolve().parents):
+            mode = directory.stat().st_mode & 0o7777
+            if not mode & 0o001 and (directory, mode) not in changed:
+                directory.chmod(mode | 0o001)
+                changed.append((directory, mode))
+    return changed
+
+
+def restore_modes(changed: list[tuple[Path, int]]) -> None:
+    for directory, mode in reversed(changed):
+        if directory.exists():
+            directory.chmod(mode)
+
+
+# A stand-in for OpenNebula's onedb (tests only): configured by onedb-standin.json beside it.
+ONEDB_STAND_IN = '''#!/usr/bin/python3
+"""STAND-IN for OpenNebula's onedb, used by onerun's tests only (never shipped).
+
+Records argv, environment and uid, then acts as onedb-standin.json says.
+"""
+import json, os, pathlib, sys
+
+conf = json.loads(pathlib.Path(__file__).with_name("onedb-standin.json").read_text())
+with open(conf["record"], "a") as record:
+    record.write(json.dumps({"argv": sys.argv, "env": dict(os.environ), "uid": os.getuid(),
+                             "marker": os.path.exists(conf["marker"])}) + "\\n")
+args = sys.argv[1:]
+
+
+def option(flag):
+    return args[args.index(flag) + 1] if flag in args else None
+
+
+if option("-s"):
+    import sqlite3
+    db = sqlite3.connect(option("-s"), isolation_level=None)
+    def execute(sql, *params):
+        return db.execute(sql.replace("%s", "?"), params).fetchall()
+else:
+    sys.path.insert(0, conf["pymysql_path"])
+    import pymysql
+    db = pymysql.connect(host=option("-S"), port=int(option("-P")), user=option("-u"),
+                         password=os.environ["ONE_DB_PASSWORD"], database=option("-d"),
+                         autocommit=True)
+    def execute(sql, *params):
+        with db.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+
+mode, target = conf["mode"], conf["target"]
+print("stand-in onedb: upgrading to", target, flush=True)
+if mode == "succeed":
+    for table in ("db_versioning", "local_db_versioning"):
+        oid = execute(f"SELECT MAX(oid) FROM {table}")[0][0] + 1
+        extra = ", is_slave" if table == "local_db_versioning" else ""
+        execute(f"INSERT INTO {table} (oid, version, timestamp, comment{extra}) VALUES"
+                f" (%s, %s, 0, 'stand-in migration'{', 0' if extra else ''})", oid, target)
+    sys.exit(0)
+if mode == "noop":
+    sys.exit(0)
+execute("CREATE TABLE group_vlans (oid INTEGER PRIMARY KEY)")
+execute("DELETE FROM user_pool WHERE oid = 1")
+if mode == "damage-backup":
+    newest = sorted(p for p in pathlib.Path(conf["backups"]).iterdir()
+                    if not p.name.startswith("."))[-1]
+    newest.write_bytes(b"damaged by the stand-in")
+secret = os.environ.get("ONE_DB_PASSWORD") or open(os.environ["ONE_AUTH"]).read().split(":")[1]
+for n in range(30):
+    print(f"stand-in onedb: migrator step {n}", flush=True)
+print(f"Unknown error running 'mysqldump -u oneadmin -p{secret.strip()}'", file=sys.stderr)
+sys.exit(1)
+'''

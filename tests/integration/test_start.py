@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from testlib import DB_FIXTURES, require_shared
+from testlib import DB_FIXTURES, grant_traverse, require_shared, restore_modes
 
 from onerun.layout import Layout
 
@@ -66,9 +66,13 @@ def volume_snapshot(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def base_root(make_root: Callable[..., Path]) -> Path:
-    """A root with upstream 7.0.0 configs and the image version files of a 7.0.2 image."""
-    return make_root("7.0.0", image_release="7.0.2", image_db_version="7.0.0")
+def base_root(make_root: Callable[..., Path]) -> Iterator[Path]:
+    """A root with upstream 7.0.0 configs and the image version files of a 7.0.2 image,
+    reachable by oneadmin (supervisord's programs run as oneadmin and read it)."""
+    root = make_root("7.0.0", image_release="7.0.2", image_db_version="7.0.0")
+    changed = grant_traverse([root / "usr"])
+    yield root
+    restore_modes(changed)
 
 
 def put_dot_one(root: Path, source: Path, names: tuple[str, ...]) -> None:

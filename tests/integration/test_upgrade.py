@@ -23,7 +23,7 @@ from typing import Any
 
 import pymysql
 import pytest
-from testlib import DB_FIXTURES, require_shared
+from testlib import DB_FIXTURES, ONEDB_STAND_IN, require_shared
 
 from onerun.database import classify
 from onerun.errors import UnsafeStateError
@@ -37,63 +37,6 @@ ADMIN_PASSWORD = "fixturepass"  # the fixtures' one_auth
 SQLITE_FIXTURE = DB_FIXTURES / "sqlite-bootstrapped" / "one.db"
 MARIADB_DUMP = DB_FIXTURES / "mariadb-bootstrapped" / "opennebula.sql"
 
-STAND_IN = '''#!/usr/bin/python3
-"""STAND-IN for OpenNebula's onedb, used by onerun's tests only (never shipped).
-
-Records argv, environment and uid, then acts as onedb-standin.json says.
-"""
-import json, os, pathlib, sys
-
-conf = json.loads(pathlib.Path(__file__).with_name("onedb-standin.json").read_text())
-with open(conf["record"], "a") as record:
-    record.write(json.dumps({"argv": sys.argv, "env": dict(os.environ), "uid": os.getuid(),
-                             "marker": os.path.exists(conf["marker"])}) + "\\n")
-args = sys.argv[1:]
-
-
-def option(flag):
-    return args[args.index(flag) + 1] if flag in args else None
-
-
-if option("-s"):
-    import sqlite3
-    db = sqlite3.connect(option("-s"), isolation_level=None)
-    def execute(sql, *params):
-        return db.execute(sql.replace("%s", "?"), params).fetchall()
-else:
-    sys.path.insert(0, conf["pymysql_path"])
-    import pymysql
-    db = pymysql.connect(host=option("-S"), port=int(option("-P")), user=option("-u"),
-                         password=os.environ["ONE_DB_PASSWORD"], database=option("-d"),
-                         autocommit=True)
-    def execute(sql, *params):
-        with db.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchall()
-
-mode, target = conf["mode"], conf["target"]
-print("stand-in onedb: upgrading to", target, flush=True)
-if mode == "succeed":
-    for table in ("db_versioning", "local_db_versioning"):
-        oid = execute(f"SELECT MAX(oid) FROM {table}")[0][0] + 1
-        extra = ", is_slave" if table == "local_db_versioning" else ""
-        execute(f"INSERT INTO {table} (oid, version, timestamp, comment{extra}) VALUES"
-                f" (%s, %s, 0, 'stand-in migration'{', 0' if extra else ''})", oid, target)
-    sys.exit(0)
-if mode == "noop":
-    sys.exit(0)
-execute("CREATE TABLE group_vlans (oid INTEGER PRIMARY KEY)")
-execute("DELETE FROM user_pool WHERE oid = 1")
-if mode == "damage-backup":
-    newest = sorted(p for p in pathlib.Path(conf["backups"]).iterdir()
-                    if not p.name.startswith("."))[-1]
-    newest.write_bytes(b"damaged by the stand-in")
-secret = os.environ.get("ONE_DB_PASSWORD") or open(os.environ["ONE_AUTH"]).read().split(":")[1]
-for n in range(30):
-    print(f"stand-in onedb: migrator step {n}", flush=True)
-print(f"Unknown error running 'mysqldump -u oneadmin -p{secret.strip()}'", file=sys.stderr)
-sys.exit(1)
-'''
 
 
 @dataclass
@@ -160,7 +103,7 @@ def prepared(request: pytest.FixtureRequest) -> Iterator[Callable[[Settings | No
         chown_tree(layout.var_lib_one)
         onedb = layout.binary("/usr/bin/onedb")
         onedb.parent.mkdir(parents=True)
-        onedb.write_text(STAND_IN)
+        onedb.write_text(ONEDB_STAND_IN)
         onedb.chmod(0o755)
         record = base / "onedb-calls.jsonl"
         record.touch(mode=0o666)
