@@ -32,7 +32,7 @@ def read_start_record(path: Path) -> StartRecord | None:
             db_version=data.get("db_version"),
             recorded_at=float(data.get("recorded_at", 0)),
         )
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
 
 
