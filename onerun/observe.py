@@ -51,6 +51,7 @@ class VolumeFacts:
     """What /var/lib/one holds; O(1) in the size of the volume (no tree walks)."""
 
     var_lib_one: OwnedPath
+    sqlite_db: OwnedPath  # oned's one.db (absent with MariaDB or before the first start)
     one_key: Secret | None
     one_auth_present: bool
     one_auth_password: Secret | None  # the password part of one_auth's first line
@@ -76,6 +77,7 @@ class ProcessFacts:
     oned_running: str | None  # why an oned may still run on this volume; None: provably not
     running_as_root: bool
     var_lib_one_writable_by_oneadmin: bool
+    sqlite_db_writable_by_oneadmin: bool
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,7 @@ def observe_volume(layout: Layout) -> VolumeFacts:
     )
     return VolumeFacts(
         var_lib_one=stat_path(layout.var_lib_one),
+        sqlite_db=stat_path(layout.sqlite_db),
         one_key=_read_first_token(layout.one_key),
         one_auth_present=one_auth_present,
         one_auth_password=one_auth_password,
@@ -162,6 +165,9 @@ def observe_processes(layout: Layout) -> ProcessFacts:
         var_lib_one_writable_by_oneadmin=as_root
         or not volume.exists()
         or os.access(volume, os.W_OK | os.X_OK),
+        sqlite_db_writable_by_oneadmin=as_root
+        or not layout.sqlite_db.exists()
+        or os.access(layout.sqlite_db, os.R_OK | os.W_OK),
     )
 
 

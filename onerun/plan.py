@@ -88,19 +88,21 @@ class EnsureDirectory:
 
 @dataclass(frozen=True)
 class EnsureFileOwner:
-    """Give one existing file to oneadmin with ``mode``; its content is left alone."""
+    """Give one existing file to oneadmin (and ``mode``, when set); its content is left alone."""
 
     path: Path
-    mode: int
+    mode: int | None
     why: str = "oned runs as oneadmin and must read it"
 
     def describe(self) -> dict[str, Any]:
+        mode = _mode(self.mode) if self.mode is not None else "unchanged"
         return {"action": "fix-owner", "path": str(self.path), "owner": "oneadmin",
-                "mode": _mode(self.mode), "why": self.why}
+                "mode": mode, "why": self.why}
 
     def apply(self, ctx: ApplyContext) -> None:
         chown_if_root(self.path, ctx.uid, ctx.gid)
-        os.chmod(self.path, self.mode)
+        if self.mode is not None:
+            os.chmod(self.path, self.mode)
 
 
 @dataclass(frozen=True)

@@ -88,15 +88,26 @@ def _directories(layout: Layout) -> list[Action]:
     ]
 
 
-def _fix_secret_owners(obs: Observation, layout: Layout) -> list[Action]:
-    """Known secret files with a wrong owner (e.g. written by an earlier root run)."""
+def _fix_owners(settings: Settings, obs: Observation, layout: Layout) -> list[Action]:
+    """Files oned must read or write, with a wrong owner (e.g. restored or copied as root).
+
+    Only these few known files, each on its own; as oneadmin nothing can be given away.
+    """
+    if not obs.processes.running_as_root:
+        return []
     account = layout.oneadmin
-    return [
+    ours = (account.uid, account.gid)
+    actions: list[Action] = [
         EnsureFileOwner(fact.path, 0o600)
         for fact in obs.volume.secret_files
-        if obs.processes.running_as_root
-        and ((fact.uid, fact.gid) != (account.uid, account.gid) or fact.mode != 0o600)
+        if (fact.uid, fact.gid) != ours or fact.mode != 0o600
     ]
+    db = obs.volume.sqlite_db
+    if settings.db_backend == "sqlite" and db.mode is not None and (
+            (db.uid, db.gid) != ours or db.mode & 0o600 != 0o600):
+        actions.append(EnsureFileOwner(db.path, db.mode | 0o600,
+                                       "oned (as oneadmin) reads and writes the database"))
+    return actions
 
 
 def _one_auth_line(password: str) -> bytes:
@@ -300,6 +311,11 @@ def decide(
             f"{layout.var_lib_one} is not writable by this user",
             "give the volume to uid 9869 (the chart sets fsGroup: 9869) or run as root once")
 
+    if settings.db_backend == "sqlite" and not obs.processes.sqlite_db_writable_by_oneadmin:
+        return decision.refuse(
+            f"{layout.sqlite_db} is not writable by this user",
+            "give the file to uid 9869 (e.g. `chown 9869:9869 one.db`) or run as root once")
+
     state = obs.db.state
     decision.actions.append(Check("database", "ok", f"{state.name}: {obs.db.detail}"))
     if state is DbState.PARTIAL_TABLES:
@@ -314,7 +330,7 @@ def decide(
             "check DB_HOST/DB_NAME point at the right database; to start a new, empty cloud "
             "on purpose set ONERUN_ACCEPT_EMPTY_DB=1")
 
-    decision.actions.extend(_fix_secret_owners(obs, layout))
+    decision.actions.extend(_fix_owners(settings, obs, layout))
     _one_key(settings, obs, layout, decision)
     if decision.refusal:
         return decision

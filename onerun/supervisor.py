@@ -114,6 +114,7 @@ def render_config(layout: Layout, programs: list[Program], *, run_as_root: bool)
     return env.get_template("supervisord.conf.j2").render(
         programs=programs, run_as_root=run_as_root, oneadmin=layout.oneadmin.name,
         socket=layout.supervisor_sock, pidfile=layout.run_onerun / "supervisord.pid",
+        stdout=layout.stdout_fifo,
         stop_budget=stop_budget_seconds(programs),
     )
 
@@ -163,9 +164,16 @@ def scrubbed_environment(environ: Mapping[str, str], layout: Layout) -> dict[str
 
 
 def exec_supervisord(layout: Layout, environ: Mapping[str, str]) -> NoReturn:
-    """Replace this process with supervisord (PID 1 in the container gets SIGTERM)."""
+    """Replace this process with supervisord (PID 1 in the container gets SIGTERM).
+
+    The stdout relay is forked first: it keeps the container's stdout for the logs.
+    """
+    from onerun.stdout_relay import start_stdout_relay
+
     argv = supervisord_argv(layout)
-    os.execve(argv[0], argv, scrubbed_environment(environ, layout))  # noqa: S606 - argv list
+    clean = scrubbed_environment(environ, layout)
+    start_stdout_relay(layout.stdout_fifo, clean)
+    os.execve(argv[0], argv, clean)  # noqa: S606 - argv list
 
 
 # --- onerun ssh-agent -----------------------------------------------------------------------

@@ -32,10 +32,8 @@ from onerun.plan import ApplyContext
 from onerun.services import plan_programs
 from onerun.settings import load_settings
 from onerun.supervisor import (
-    scrubbed_environment,
     stop_budget_seconds,
     supervisor_actions,
-    supervisord_argv,
 )
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs supervisord as root with user=")
@@ -201,7 +199,11 @@ def _start(root: Path, environ: dict[str, str], **plan: object) -> tuple[Supervi
     for action in supervisor_actions(settings, layout, programs):
         action.apply(ctx)
     parent = {**os.environ, **environ}
-    return Supervisord(supervisord_argv(layout), scrubbed_environment(parent, layout)), programs
+    # The production hand-off: onerun forks the stdout relay, then execs supervisord.
+    launcher = [sys.executable, "-c", "import os, sys; from onerun.layout import Layout; "
+                "from onerun.supervisor import exec_supervisord; "
+                "exec_supervisord(Layout.from_env(sys.argv[1]), os.environ)", str(root)]
+    return Supervisord(launcher, parent), programs
 
 
 def _descendants(pid: int) -> list[int]:

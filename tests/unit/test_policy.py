@@ -14,7 +14,7 @@ from onerun.errors import EXIT_OK, EXIT_REFUSED
 from onerun.layout import Layout
 from onerun.marker import StartRecord
 from onerun.observe import ImageFacts, Observation, OwnedPath, ProcessFacts, VolumeFacts
-from onerun.plan import Check, Plan, RemoveFile, ReplaceTree, WriteFile
+from onerun.plan import Check, EnsureFileOwner, Plan, RemoveFile, ReplaceTree, WriteFile
 from onerun.policy import (
     GENERATED_PASSWORD_LENGTH,
     PASSWORD_ALPHABET,
@@ -53,6 +53,7 @@ def volume(*, one_key: str | None = None, one_auth: str | None = None,
            restore_failed: str | None = None) -> VolumeFacts:
     return VolumeFacts(
         var_lib_one=OwnedPath(LAYOUT.var_lib_one, 9869, 9869, 0o750),
+        sqlite_db=OwnedPath(LAYOUT.sqlite_db, None, None, None),
         one_key=Secret(one_key) if one_key else None,
         one_auth_present=one_auth is not None,
         one_auth_password=Secret(one_auth) if one_auth else None,
@@ -72,7 +73,8 @@ def observation(db_obs: Any, vol: VolumeFacts, *, image: ImageVersions = IMAGE_7
         volume=vol,
         image=ImageFacts(image, remotes_dist_present=True, ssh_config_dist_present=True),
         processes=ProcessFacts(lock_file_present=lock, oned_running=oned,
-                               running_as_root=False, var_lib_one_writable_by_oneadmin=True),
+                               running_as_root=False, var_lib_one_writable_by_oneadmin=True,
+                               sqlite_db_writable_by_oneadmin=True),
         db=db_obs,
     )
 
@@ -311,3 +313,29 @@ def test_unwritable_volume_is_refused() -> None:
 def test_service_auth_files_per_release(release: str, expected: int) -> None:
     assert len(expected_service_auth_files(Version.parse(release))) == expected
     assert expected_service_auth_files(None) == ALL_70
+
+
+def test_root_gives_a_foreign_sqlite_db_and_secrets_to_oneadmin() -> None:
+    obs = observation(db(DbState.BOOTSTRAPPED), volume(one_key=KEY, one_auth=PASSWORD,
+                                                       service_auth=ALL_70))
+    vol = dataclasses.replace(
+        obs.volume, sqlite_db=OwnedPath(LAYOUT.sqlite_db, 0, 0, 0o644),
+        secret_files=(OwnedPath(LAYOUT.one_key, 0, 0, 0o600),
+                      OwnedPath(LAYOUT.one_auth, 9869, 9869, 0o600)))
+    as_root = dataclasses.replace(obs, volume=vol, processes=dataclasses.replace(
+        obs.processes, running_as_root=True))
+    fixed = {a.path: a for a in decide(settings(), as_root, LAYOUT).actions
+             if isinstance(a, EnsureFileOwner)}
+    assert set(fixed) == {LAYOUT.sqlite_db, LAYOUT.one_key}
+    assert fixed[LAYOUT.sqlite_db].mode == 0o644  # the database keeps its mode
+    as_oneadmin = dataclasses.replace(as_root, processes=obs.processes)
+    assert not any(isinstance(a, EnsureFileOwner)
+                   for a in decide(settings(), as_oneadmin, LAYOUT).actions)
+
+
+def test_unwritable_sqlite_db_is_refused_for_a_non_root_start() -> None:
+    obs = observation(db(DbState.BOOTSTRAPPED), volume(one_key=KEY, one_auth=PASSWORD))
+    obs = dataclasses.replace(obs, processes=dataclasses.replace(
+        obs.processes, sqlite_db_writable_by_oneadmin=False))
+    decision = decide(settings(), obs, LAYOUT)
+    assert decision.refusal is not None and "one.db" in decision.refusal.reason

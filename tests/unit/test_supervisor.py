@@ -80,7 +80,8 @@ def test_rendered_config_parses_and_switches_user_only_as_root(tmp_path: Path,
         switches = as_root and program.as_oneadmin
         assert config.uid == (Layout(tmp_path).oneadmin.uid if switches else None)
     assert configs["oned"].stdout_logfile == str(tmp_path / "var/log/one/console/oned.log")
-    assert configs["onerun-logs"].stdout_logfile == "/dev/stdout"
+    # Not /dev/stdout: a non-root supervisord cannot re-open the runtime's pipe (stdout_relay).
+    assert configs["onerun-logs"].stdout_logfile == str(tmp_path / "run/onerun/stdout.fifo")
     server = options.configroot.supervisord.server_configs[0]
     assert server["file"] == str(tmp_path / "run/onerun/supervisor.sock")
     assert server["chmod"] == 0o700
