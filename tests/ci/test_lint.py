@@ -44,16 +44,24 @@ def test_workflows_are_actionlint_clean() -> None:
 
 
 def shell_scripts() -> list[Path]:
+    """Every *.sh file and every file starting with a sh/bash shebang (.ci/run among them)."""
     found = []
-    for path in PROJECT.rglob("*.sh"):
-        if not SKIP_DIRS.intersection(path.relative_to(PROJECT).parts):
+    for path in PROJECT.rglob("*"):
+        if SKIP_DIRS.intersection(path.relative_to(PROJECT).parts) or not path.is_file():
+            continue
+        if path.suffix == ".sh":
+            found.append(path)
+            continue
+        with path.open("rb") as handle:
+            first = handle.readline(64)
+        if first.startswith(b"#!") and first.rstrip().split(b"/")[-1].split()[-1] in (
+                b"sh", b"bash"):
             found.append(path)
     return sorted(found)
 
 
 def test_shell_scripts_are_shellcheck_clean() -> None:
     scripts = shell_scripts()
-    if not scripts:
-        pytest.skip("the repository has no *.sh file")
+    assert PROJECT / ".ci/run" in scripts
     result = run([tool("shellcheck"), *map(str, scripts)])
     assert result.returncode == 0, result.stdout + result.stderr
