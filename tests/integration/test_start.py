@@ -10,11 +10,13 @@ Rows that proceed exec a real supervisord; the test stops it with SIGTERM.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -376,6 +378,45 @@ def test_db_down_then_up_proceeds(base_root: Path, mariadb_server: Any) -> None:
     assert "decision: proceed" in out
     assert time.monotonic() - begin >= 5
     assert "waiting" in err.lower() or "refused" in err.lower()
+
+
+def test_db_down_then_up_real_start_reaches_supervisord(
+        base_root: Path, mariadb_server: Any,
+        start_until_supervisord: Callable[[Scenario], Running]) -> None:
+    scenario = Scenario(base_root)
+    MariaDBBackend(mariadb_server).prepare(scenario, "EMPTY")
+    mariadb_server.stop()
+    threading.Timer(5, mariadb_server.start).start()
+    try:
+        begin = time.monotonic()
+        running = start_until_supervisord(scenario)
+        assert time.monotonic() - begin >= 5
+    finally:
+        mariadb_server.start()  # no-op once up; the timer may still be pending
+    assert "refused" in stop(running).lower()
+
+
+@pytest.mark.parametrize("version", ["7.0.0", "7.4.0"])
+def test_dry_run_on_upstream_layouts_prints_a_readable_plan(
+        make_root: Callable[..., Path], version: str) -> None:
+    root = make_root(version, image_release=version, image_db_version=version)
+    scenario = Scenario(root, {"ONEADMIN_PASSWORD": "Plan-Pass-1"})
+    dry = scenario.run(dry_run=True)
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.splitlines()
+    assert lines[0].startswith("onerun start plan (root ")
+    assert lines[-1] == "decision: proceed; exit code 0"
+    for expected in ("ensure-dir", "write", str(root / "etc/one/oned.conf"),
+                     str(root / "var/lib/one/.one/one_auth"), "supervisord.conf", "exec"):
+        assert expected in dry.stdout, expected
+    assert "Plan-Pass-1" not in dry.stdout + dry.stderr
+    assert not (root / "var").exists() and not (root / "etc").exists()  # nothing written
+
+    scenario.env["ONERUN_LOG_FORMAT"] = "json"
+    plan = json.loads(scenario.run(dry_run=True).stdout)
+    assert plan["exit_code"] == 0 and plan["refused"] is False
+    actions = [step["action"] for step in plan["steps"]]
+    assert actions[-1] == "exec" and "write" in actions
 
 
 def test_sigterm_during_the_wait_exits_fast(base_root: Path) -> None:

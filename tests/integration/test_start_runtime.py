@@ -73,6 +73,28 @@ signal.signal(signal.SIGTERM, stop)
 server.serve_forever()
 '''
 
+SERVICE_STAND_IN = '''#!/usr/bin/python3
+"""STAND-IN for ruby/node running an OpenNebula service, for onerun's tests only.
+
+Named after the service directory in its first argument; records uid and stop time.
+"""
+import json, os, pathlib, signal, sys, time
+
+root = pathlib.Path(__file__).resolve().parents[2]
+records = root.parent / "records"
+name = pathlib.Path(sys.argv[1]).parent.name
+(records / f"{name}.json").write_text(json.dumps({"uid": os.getuid(), "argv": sys.argv}))
+print(f"stand-in {name} running", flush=True)
+
+def stop(signum, frame):
+    (records / f"{name}.stopped").write_text(str(time.time()))
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, stop)
+while True:
+    time.sleep(1)
+'''
+
 CANARY_ADMIN = "Canary-Admin-7f3a9c"
 CANARY_DB = "Canary-Db-51e2d0"
 CANARY_KEY = "CanaryKey" + "k" * 40
@@ -274,9 +296,45 @@ def _onedb_stand_in(stack: Stack, mode: str) -> Path:
     return record
 
 
+def test_bootstrapped_volume_runs_every_service_as_oneadmin_and_stops_in_order(
+        stack: Stack) -> None:
+    _sqlite_bootstrapped(stack)
+    services = {"hem": "onehem/onehem-server.rb", "oneflow": "oneflow/oneflow-server.rb",
+                "onegate": "onegate/onegate-server.rb", "fireedge": "fireedge/dist/index.js"}
+    for interpreter in ("ruby", "node"):
+        path = stack.root / "usr/bin" / interpreter
+        path.write_text(SERVICE_STAND_IN)
+        path.chmod(0o755)
+    for relative in services.values():
+        script = stack.root / "usr/lib/one" / relative
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text("# stand-in: the ruby/node stand-in only reads this path\n")
+    stack.env["ONEADMIN_PASSWORD"] = "fixturepass"
+    stack.start()
+    dirs = {"hem": "onehem", "oneflow": "oneflow", "onegate": "onegate", "fireedge": "dist"}
+    for name in services:
+        stack.wait_for(f"the stand-in {name}", (stack.records / f"{dirs[name]}.json").exists)
+    for name in ("oned", *dirs.values()):
+        assert json.loads((stack.records / f"{name}.json").read_text())["uid"] == 9869, name
+    elapsed = stack.stop()
+    output = stack.text()
+    for name in services:
+        assert f"[{name}] stand-in {dirs[name]} running" in output
+    oned_stopped = float((stack.records / "oned.stopped").read_text())
+    for name in dirs.values():
+        assert float((stack.records / f"{name}.stopped").read_text()) < oned_stopped, name
+    assert elapsed < 60
+
+
 def test_older_db_is_upgraded_then_oned_starts(stack: Stack) -> None:
     write_image_versions(stack.root, "7.4.0", "7.4.0")
     db = _sqlite_bootstrapped(stack)
+    # The image carries 7.4 drivers; the volume still has the 7.0 ones.
+    (stack.root / "usr/share/one/remotes-dist").mkdir(parents=True)
+    (stack.root / "usr/share/one/remotes-dist/VERSION").write_text("7.4.0\n")
+    (stack.root / "var/lib/one/remotes").mkdir(parents=True)
+    (stack.root / "var/lib/one/remotes/VERSION").write_text("7.0.0\n")
+    (stack.root / "var/lib/one/remotes/stale-driver").write_text("from 7.0\n")
     calls = _onedb_stand_in(stack, "succeed")
     stack.env["ONEADMIN_PASSWORD"] = "fixturepass"
     dry = stack.dry_run()
@@ -291,6 +349,13 @@ def test_older_db_is_upgraded_then_oned_starts(stack: Stack) -> None:
     assert call["uid"] == 9869
     backups = list(stack.layout.backups.iterdir())
     assert len(backups) == 1 and "db7.0.0-to7.4.0" in backups[0].name
+    remotes = stack.root / "var/lib/one/remotes"
+    assert (remotes / "VERSION").read_text() == "7.4.0\n"
+    assert not (remotes / "stale-driver").exists()
+    assert (remotes / "VERSION").stat().st_uid == 9869
+    stack.wait_for("the start record", stack.layout.volume_marker.exists)
+    marker = json.loads(stack.layout.volume_marker.read_text())
+    assert (marker["opennebula_version"], marker["db_version"]) == ("7.4.0", "7.4.0")
     stack.stop()
     assert "fixturepass" not in stack.text()
 
