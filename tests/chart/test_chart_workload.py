@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from chartlib import CHART_DIR, FULLNAME, Rendered, chart, container, env, render, render_error
 from ruamel.yaml import YAML
+
+from onerun.layout import Layout
+from onerun.services import INSTALLED_BY, plan_programs
+from onerun.settings import load_settings
+from onerun.supervisor import stop_budget_seconds
 
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 
@@ -33,11 +40,29 @@ def test_startup_budget_covers_bootstrap_and_upgrade_and_is_documented() -> None
     assert f"{budget} s" in readme
 
 
-def test_grace_period_covers_the_supervisord_stop_budget() -> None:
-    budget = chart().values["opennebula"]["stopBudgetSeconds"]
-    assert pod_spec(render())["terminationGracePeriodSeconds"] >= budget
-    message = render_error({"terminationGracePeriodSeconds": budget - 1})
-    assert "terminationGracePeriodSeconds" in message and "stopBudgetSeconds" in message
+def onerun_stop_budget(root: Path) -> int:
+    """onerun's own worst-case stop time with every service installed (docs/processes.md)."""
+    for binary in INSTALLED_BY.values():
+        path = root / binary.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    settings = load_settings({"ONEADMIN_PASSWORD": "stand-in-password-1"}, root=root)
+    programs = plan_programs(
+        settings, Layout(root), maintenance=False, heal_service_auth=False, record_start=None
+    )
+    assert {p.name for p in programs} >= set(INSTALLED_BY)  # every service counted
+    return stop_budget_seconds(programs)
+
+
+def test_grace_period_covers_onerun_stop_budget(tmp_path: Path) -> None:
+    budget = onerun_stop_budget(tmp_path)
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    minimum = schema["properties"]["terminationGracePeriodSeconds"]["minimum"]
+    assert minimum >= budget + 5  # a margin for supervisord itself
+    assert pod_spec(render())["terminationGracePeriodSeconds"] >= minimum
+    message = render_error({"terminationGracePeriodSeconds": minimum - 1})
+    assert "terminationGracePeriodSeconds" in message and f"want {minimum}" in message
+    assert "stopBudgetSeconds" not in chart().values["opennebula"]  # not a user value
 
 
 def test_a_probe_timeout_too_close_to_the_deadline_is_refused() -> None:

@@ -140,9 +140,7 @@ Checks the schema cannot express (it sees values, not the chart). Included by th
 every render runs them.
 */}}
 {{- define "opennebula.validate" -}}
-{{- if lt (int .Values.terminationGracePeriodSeconds) (int .Values.opennebula.stopBudgetSeconds) }}
-{{- fail (printf "terminationGracePeriodSeconds (%v) must be at least opennebula.stopBudgetSeconds (%v): Kubernetes would SIGKILL oned during its shutdown. Raise terminationGracePeriodSeconds." .Values.terminationGracePeriodSeconds .Values.opennebula.stopBudgetSeconds) }}
-{{- end }}
+{{- include "opennebula.validateConfig" . }}
 {{- $deadline := float64 .Values.opennebula.probes.deadlineSeconds }}
 {{- range $name := list "startup" "readiness" "liveness" }}
 {{- $probe := index $.Values.opennebula.probes $name }}
@@ -162,6 +160,46 @@ every render runs them.
 {{- end }}
 {{- if .Values.opennebula.maintenance }}
 {{- fail "opennebula.probes.grpc.enabled cannot be combined with opennebula.maintenance: no oned runs in maintenance mode, so a gRPC startup probe would never pass. Set probes.grpc.enabled to false while in maintenance." }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+opennebula.config keys onerun always refuses because the chart already sets them: caught here so
+a bad value fails `helm install` instead of crash-looping the pod. Case-insensitive, as oned
+reads attribute names.
+*/}}
+{{- define "opennebula.validateConfig" -}}
+{{- $on := .Values.opennebula }}
+{{- $config := $on.config | default dict }}
+{{- $oned := $config.oned | default dict }}
+{{- range $key, $_ := $oned }}
+{{- if eq (upper $key) "DB" }}
+{{- fail (printf "opennebula.config.oned.%s: the DB vector is built by onerun from database.* (DB_* variables). Remove it and use database.type and database.mariadb / database.external." $key) }}
+{{- end }}
+{{- if and (eq (upper $key) "HOSTNAME") (ne (lower $on.hostname) "auto") }}
+{{- fail (printf "opennebula.config.oned.%s: the chart always sets OPENNEBULA_HOSTNAME. Remove it and set opennebula.hostname instead." $key) }}
+{{- end }}
+{{- end }}
+{{- /* The monitor address is "auto" only when it is asked for, directly or through hostname. */}}
+{{- $monitorAuto := eq (lower $on.monitorAddress) "auto" }}
+{{- if and (not $on.monitorAddress) (not .Values.monitord.hostPort) (not (and (eq .Values.monitord.service.type "LoadBalancer") .Values.monitord.service.loadBalancerIP)) }}
+{{- $monitorAuto = eq (lower $on.hostname) "auto" }}
+{{- end }}
+{{- if not $monitorAuto }}
+{{- $monitord := $config.monitord | default dict }}
+{{- range $key, $network := $monitord }}
+{{- if eq (upper $key) "NETWORK" }}
+{{- range $vector := (kindIs "slice" $network | ternary $network (list $network)) }}
+{{- if kindIs "map" $vector }}
+{{- range $attr, $_ := $vector }}
+{{- if eq (upper $attr) "MONITOR_ADDRESS" }}
+{{- fail (printf "opennebula.config.monitord.%s.%s: the chart always sets OPENNEBULA_MONITOR_ADDRESS. Remove it and set opennebula.monitorAddress instead." $key $attr) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
