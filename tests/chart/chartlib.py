@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import functools
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,3 +104,90 @@ def secret_item_behind(rendered: Rendered, path: str) -> tuple[str, str]:
 
 def secret_value(rendered: Rendered, name: str, key: str) -> str:
     return base64.b64decode(rendered.get("Secret", name)["data"][key]).decode()
+
+
+# --- the front-end container as Kubernetes would start it --------------------------------
+
+POD_NAME = f"{FULLNAME}-0"
+HOST_IP = "192.0.2.10"  # TEST-NET-1: what status.hostIP would give
+_FIELDS = {"metadata.name": POD_NAME, "status.hostIP": HOST_IP}
+_VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+@dataclass(frozen=True)
+class MountedFile:
+    """A file Kubernetes projects from a Secret or ConfigMap: content, mode, whether secret."""
+
+    content: bytes
+    mode: int
+    secret: bool
+
+
+@dataclass(frozen=True)
+class FrontendRuntime:
+    """The front-end container of one render as the kubelet would run it."""
+
+    env: dict[str, str]  # $(VAR) and fieldRefs resolved, container paths
+    files: dict[str, MountedFile]  # container path -> projected file
+    empty_dirs: dict[str, str]  # mountPath -> sizeLimit ("" when none)
+    data_path: str  # the PVC (or emptyDir) mount of /var/lib/one
+    mounts: list[dict[str, Any]]  # volumeMounts, for writability checks
+    volumes: dict[str, dict[str, Any]]
+
+
+def _expand(value: str, seen: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion: only variables defined earlier; others stay as they are."""
+    return _VAR_REF.sub(lambda m: seen.get(m[1], m[0]), value)
+
+
+def _data_of(rendered: Rendered, kind: str, name: str) -> dict[str, bytes]:
+    doc = rendered.get(kind, name)
+    if kind == "Secret":
+        return {k: base64.b64decode(v) for k, v in doc.get("data", {}).items()}
+    return {k: v.encode() for k, v in doc.get("data", {}).items()}
+
+
+def frontend_runtime(rendered: Rendered) -> FrontendRuntime:
+    """Env, projected files and writable mounts of the front-end container of ``rendered``.
+
+    Secrets the chart does not render (existingSecret) cannot be projected and fail here.
+    """
+    spec = rendered.get("StatefulSet", FULLNAME)["spec"]["template"]["spec"]
+    c = next(c for c in spec["containers"] if c["name"] == "opennebula")
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    env: dict[str, str] = {}
+    for item in c["env"]:
+        if "value" in item:
+            env[item["name"]] = _expand(str(item["value"]), env)
+        else:
+            ref = item["valueFrom"]
+            if "fieldRef" in ref:
+                env[item["name"]] = _FIELDS[ref["fieldRef"]["fieldPath"]]
+            else:
+                key_ref = ref["secretKeyRef"]
+                env[item["name"]] = _data_of(rendered, "Secret", key_ref["name"])[
+                    key_ref["key"]
+                ].decode()
+    files: dict[str, MountedFile] = {}
+    empty_dirs: dict[str, str] = {}
+    data_path = ""
+    for mount in c["volumeMounts"]:
+        path = mount["mountPath"].rstrip("/")
+        if mount["name"] == "data":
+            data_path = path
+            continue
+        volume = volumes[mount["name"]]
+        if "emptyDir" in volume:
+            empty_dirs[path] = str((volume["emptyDir"] or {}).get("sizeLimit", ""))
+            continue
+        kind = "Secret" if "secret" in volume else "ConfigMap"
+        source = volume["secret"] if kind == "Secret" else volume["configMap"]
+        name = source["secretName"] if kind == "Secret" else source["name"]
+        data = _data_of(rendered, kind, name)
+        mode = int(source.get("defaultMode", 0o644))
+        items = source.get("items") or [{"key": k, "path": k} for k in data]
+        for entry in items:
+            files[f"{path}/{entry['path']}"] = MountedFile(
+                data[entry["key"]], int(entry.get("mode", mode)), kind == "Secret"
+            )
+    return FrontendRuntime(env, files, empty_dirs, data_path, c["volumeMounts"], volumes)
