@@ -74,8 +74,11 @@ def listen(stdin: BinaryIO, stdout: TextIO, stderr: TextIO, critical: Iterable[s
 @click.command("supervise-events")
 @click.option("--critical", "critical", multiple=True, metavar="PROGRAM",
               help="A program whose FATAL or unexpected exit ends supervisord (repeatable).")
-def supervise_events_command(critical: tuple[str, ...]) -> None:
+@click.option("--root", type=click.Path(file_okay=False), default=None,
+              help="Accepted like every onerun command's; the listener reads no path.")
+def supervise_events_command(critical: tuple[str, ...], root: str | None) -> None:
     """supervisord event listener: end supervisord when a critical program is gone."""
+    del root  # it only speaks to supervisord over stdin/stdout
     parent = os.getppid()
     listen(sys.stdin.buffer, sys.stdout, sys.stderr, critical,
            lambda: os.kill(parent, signal.SIGTERM))

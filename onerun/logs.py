@@ -273,10 +273,12 @@ class MarkLogsShown:
 @click.command("logs")
 @click.option("--follow", is_flag=True, required=True,
               help="Follow the log files (the only mode: run by supervisord).")
-def logs_command(follow: bool) -> None:
+@click.option("--root", type=click.Path(file_okay=False), default=None,
+              help="Prefix for every path (tests, demos). Default: $ONERUN_ROOT or /.")
+def logs_command(follow: bool, root: str | None) -> None:
     """Print OpenNebula's log files on stdout, prefixed with the service's name."""
     del follow
-    layout = Layout.from_env()
+    layout = Layout.from_env(root)
     stop = False
 
     def on_signal(_signum: int, _frame: object) -> None:

@@ -94,10 +94,13 @@ def heal_service_auth_files(client: OneClient, layout: Layout, log: Logger,
 @click.command("wait-oned", context_settings={"ignore_unknown_options": True})
 @click.option("--file", "files", multiple=True, type=click.Path(), metavar="PATH",
               help="Also wait until this file exists and is not empty (repeatable).")
+@click.option("--root", type=click.Path(file_okay=False), default=None,
+              help="Prefix for every path (tests, demos). Default: $ONERUN_ROOT or /.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def wait_oned_command(files: tuple[str, ...], command: tuple[str, ...]) -> None:
+def wait_oned_command(files: tuple[str, ...], root: str | None,
+                      command: tuple[str, ...]) -> None:
     """Wait until oned answers (and FILEs exist), then exec COMMAND."""
-    layout = Layout.from_env()
+    layout = Layout.from_env(root)
     log = Logger(os.environ.get("ONERUN_LOG_FORMAT", "text"))
     wait_for_oned(layout, log)
     wait_for_files([Path(f) for f in files], log)
@@ -109,9 +112,12 @@ def wait_oned_command(files: tuple[str, ...], command: tuple[str, ...]) -> None:
               help="Give serveradmin a new secret and write every service auth file.")
 @click.option("--record-start", nargs=2, default=None, metavar="RELEASE DB_VERSION",
               help="Record the completed start on the volume (empty string: unknown).")
-def post_start_command(heal_service_auth: bool, record_start: tuple[str, str] | None) -> None:
+@click.option("--root", type=click.Path(file_okay=False), default=None,
+              help="Prefix for every path (tests, demos). Default: $ONERUN_ROOT or /.")
+def post_start_command(heal_service_auth: bool, record_start: tuple[str, str] | None,
+                       root: str | None) -> None:
     """Once oned answers: heal service auth files, record the start on the volume."""
-    layout = Layout.from_env()
+    layout = Layout.from_env(root)
     log = Logger(os.environ.get("ONERUN_LOG_FORMAT", "text"))
     client = wait_for_oned(layout, log)
     if heal_service_auth:

@@ -303,32 +303,37 @@ def check_via_cli(layout: Layout, deadline: Deadline) -> str:
 
 
 def check_liveness(layout: Layout, deadline: Deadline, grace: float) -> str:
-    """Alive while supervisord runs oned (STARTING or RUNNING) and no service is FATAL.
+    """Alive while supervisord runs oned (STARTING or RUNNING) and no critical program is FATAL.
 
-    Never asks oned's API: a busy oned (bootstrap, upgrade, slow DB) must not get the pod
-    killed. Only an oned RUNNING for longer than ``grace`` whose port refuses connections
-    counts as dead; supervisord's own ``start``/``now`` times say how long, so no state file.
+    Critical means what the event listener ends the pod for (onerun.critical): another
+    service that stays FATAL leaves the pod up, as the listener does, so a broken FireEdge
+    does not restart oned. Never asks oned's API: a busy oned (bootstrap, upgrade, slow DB)
+    must not get the pod killed. Only an oned RUNNING for longer than ``grace`` whose port
+    refuses connections now counts as dead; supervisord's own ``start``/``now`` times say
+    how long, so no state file.
     """
-    from onerun.services import SERVICE_NAMES
+    from onerun.critical import CRITICAL_PROGRAMS
 
     processes = supervisor_processes(str(layout.supervisor_sock), deadline)
     by_name = {str(process.get("name")): process for process in processes}
     fatal = sorted(name for name, process in by_name.items()
-                   if name in SERVICE_NAMES and process.get("statename") == "FATAL")
-    if fatal:
-        raise ProbeFailure(f"supervisord reports FATAL: {', '.join(fatal)}")
+                   if process.get("statename") == "FATAL")
+    critical = [name for name in fatal if name in CRITICAL_PROGRAMS]
+    if critical:
+        raise ProbeFailure(f"supervisord reports FATAL: {', '.join(critical)}")
     oned = by_name.get("oned")
     if oned is None:
         raise ProbeFailure("supervisord runs no program named oned")
     state = oned.get("statename")
-    if state == "STARTING":
-        return "oned STARTING under supervisord"
-    if state != "RUNNING":
+    if state not in ("STARTING", "RUNNING"):
         raise ProbeFailure(f"oned is {state} under supervisord")
+    note = f"; FATAL, not critical: {', '.join(fatal)}" if fatal else ""
+    if state == "STARTING":
+        return f"oned STARTING under supervisord{note}"
     up = _as_int(oned.get("now")) - _as_int(oned.get("start"))
     if up <= grace:
-        return f"oned RUNNING for {up} s (port checked after {grace:g} s)"
-    return _check_port(up, deadline)
+        return f"oned RUNNING for {up} s (port checked after {grace:g} s){note}"
+    return _check_port(up, deadline) + note
 
 
 def _as_int(value: object) -> int:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from onerun.critical import CRITICAL_PROGRAMS, CRITICAL_SERVICES, POST_START_PROGRAM
+
 if TYPE_CHECKING:
     from onerun.layout import Layout
     from onerun.settings import Settings
@@ -33,7 +35,7 @@ SERVICE_NAMES = (
 # onerun's own programs under supervisord.
 LOGS_PROGRAM = "onerun-logs"
 EVENTS_PROGRAM = "onerun-events"
-POST_START_PROGRAM = "onerun-post-start"
+# POST_START_PROGRAM, the one-shot, is in onerun.critical (the probe reads it there).
 
 # PATH of the packaged oned unit: the override directory holds the ssh wrapper.
 OVERRIDE_DIR = "/usr/lib/one/sh/override"
@@ -102,9 +104,10 @@ class Program:
     """One supervisord program, everything the config needs and nothing secret.
 
     ``command`` is the argv as supervisord runs it (already wrapped in ``onerun
-    wait-oned`` when ``needs_oned``). ``console`` is the file supervisord writes the
-    program's stdout+stderr to, which the follower prints with the program's name; None
-    means straight to supervisord's stdout (the follower itself, already prefixed).
+    wait-oned`` where the program needs oned). ``console`` is the file supervisord
+    writes the program's stdout+stderr to, which the follower prints with the program's
+    name; None means straight to supervisord's stdout (the follower itself, already
+    prefixed).
     ``as_oneadmin`` False keeps the supervisord user (the event listener must signal
     supervisord). ``events`` non-empty makes it an eventlistener.
     """
@@ -117,13 +120,16 @@ class Program:
     startsecs: int = 3
     startretries: int = 5
     stopwaitsecs: int = STOPWAIT_SERVICE
-    critical: bool = False
-    needs_oned: bool = False
     environment: dict[str, str] = field(default_factory=dict)
     log_files: tuple[Path, ...] = ()
     console: Path | None = None
     as_oneadmin: bool = True
     events: tuple[str, ...] = ()
+
+    @property
+    def critical(self) -> bool:
+        """Its FATAL or unexpected exit ends the pod (onerun.critical, the one list)."""
+        return self.name in CRITICAL_PROGRAMS
 
 
 def onerun_argv() -> list[str]:
@@ -197,7 +203,9 @@ def _service_command(layout: Layout, name: str) -> list[str]:
     if name == "fireedge":
         return [str(layout.binary("/usr/bin/node")), script]
     if name == "guacd":
-        return [script, "-f", "-b", "0.0.0.0", "-L", "info"]  # noqa: S104 - packaged default
+        # Loopback only (the package binds 0.0.0.0): guacd takes unauthenticated connect
+        # instructions; FireEdge, in this container, reaches it at localhost:4822.
+        return [script, "-f", "-b", "127.0.0.1", "-L", "info"]
     if name == "ssh-agent":
         return [*onerun_argv(), "ssh-agent"]
     return [ruby, script]
@@ -218,7 +226,7 @@ def _service_program(settings: Settings, layout: Layout, name: str, agent: bool)
     if needs_oned:
         command = _wait_oned(layout, name, command)
         env.update(_helper_environment(settings, layout))
-    critical = name in ("oned", "ssh-agent")
+    critical = name in CRITICAL_SERVICES
     return Program(
         name=name,
         command=command,
@@ -230,8 +238,6 @@ def _service_program(settings: Settings, layout: Layout, name: str, agent: bool)
         startretries=0 if critical else 5,
         stopwaitsecs=STOPWAIT_ONED if name == "oned" else
         STOPWAIT_HELPER if name == "ssh-agent" else STOPWAIT_SERVICE,
-        critical=critical,
-        needs_oned=needs_oned,
         environment=env,
         log_files=tuple(layout.log_dir / f for f in LOG_FILES_OF.get(name, ())),
         console=console_log(layout, name),
@@ -249,7 +255,7 @@ def _post_start_program(settings: Settings, layout: Layout, heal_service_auth: b
     return Program(
         name=POST_START_PROGRAM, command=argv, priority=PRIORITY[POST_START_PROGRAM],
         autorestart=False, startsecs=0, startretries=0, stopwaitsecs=STOPWAIT_HELPER,
-        critical=True, needs_oned=True, environment=_helper_environment(settings, layout),
+        environment=_helper_environment(settings, layout),
         console=console_log(layout, POST_START_PROGRAM),
     )
 

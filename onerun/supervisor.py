@@ -190,11 +190,13 @@ def _wait_for_socket(path: Path, agent: subprocess.Popen[bytes], timeout: float)
 
 
 @click.command("ssh-agent")
-def ssh_agent_command() -> None:
+@click.option("--root", type=click.Path(file_okay=False), default=None,
+              help="Prefix for every path (tests, demos). Default: $ONERUN_ROOT or /.")
+def ssh_agent_command(root: str | None) -> None:
     """Run oneadmin's ssh-agent with its keys loaded (oned's drivers forward it)."""
     from onerun.log import Logger
 
-    layout = Layout.from_env()
+    layout = Layout.from_env(root)
     log = Logger(os.environ.get("ONERUN_LOG_FORMAT", "text"))
     socket_path = layout.ssh_agent_sock
     socket_path.unlink(missing_ok=True)  # left by a previous agent of this container

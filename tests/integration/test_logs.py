@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from onerun.logs import Follower, MarkLogsShown, read_state
 from onerun.plan import ApplyContext
 
@@ -114,12 +116,19 @@ def test_old_lines_are_not_printed_again_and_new_ones_are_not_missed(tmp_path: P
     assert _lines(out2) == ["[oned] while the follower was down"]
 
 
-def test_cli_follower_prints_and_stops_on_sigterm(tmp_path: Path) -> None:
-    log_dir = tmp_path / "var/log/one"
+@pytest.mark.parametrize("how", ["ONERUN_ROOT", "--root"])
+def test_cli_follower_prints_and_stops_on_sigterm(tmp_path: Path, how: str) -> None:
+    """The root as supervisord passes it (ONERUN_ROOT), or --root, which wins over it."""
+    root = tmp_path / "root"
+    log_dir = root / "var/log/one"
     log_dir.mkdir(parents=True)
-    env = {**os.environ, "ONERUN_ROOT": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "onerun", "logs", "--follow"], env=env,
-                            stdout=subprocess.PIPE, text=True)
+    argv = [sys.executable, "-m", "onerun", "logs", "--follow"]
+    if how == "--root":
+        env = {**os.environ, "ONERUN_ROOT": str(tmp_path / "decoy")}
+        argv += ["--root", str(root)]
+    else:
+        env = {**os.environ, "ONERUN_ROOT": str(root)}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(1.0)
         _append(log_dir / "onegate.log", "gate says hi\n")

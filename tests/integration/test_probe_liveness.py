@@ -161,13 +161,10 @@ def test_running_services_are_alive_and_stopped_supervisord_is_not(
         "hem": running(root, "hem"),
         "fireedge": running(root, "fireedge"),
         "onerun-logs": running(root, "onerun-logs"),
-        # A one-shot helper, and not a service: its failure must not kill the pod.
-        "onerun-post-start": one_shot_failing(root, "onerun-post-start"),
     }, listeners={"onerun-events": {
         "command": stand_in(root, "onerun-events", EVENT_LISTENER),
         "events": "PROCESS_STATE_FATAL"}})
-    sup.wait_for({"oned": "RUNNING", "hem": "RUNNING", "onerun-post-start": "FATAL",
-                  "onerun-events": "RUNNING"})
+    sup.wait_for({"oned": "RUNNING", "hem": "RUNNING", "onerun-events": "RUNNING"})
 
     code, out = liveness(root, xmlrpc_port=refused_port())
     assert code == 0, out
@@ -211,14 +208,30 @@ def test_oned_starting_is_alive(supervisord: Callable[..., Supervisord], tmp_pat
     assert (code, out) == (0, "alive: oned STARTING under supervisord")
 
 
-def test_fatal_critical_program_is_not_alive(supervisord: Callable[..., Supervisord],
-                                             tmp_path: Path) -> None:
+def test_fatal_service_that_is_not_critical_leaves_the_pod_alive(
+        supervisord: Callable[..., Supervisord], tmp_path: Path) -> None:
+    """As the event listener does: a broken FireEdge must not get oned restarted."""
     root = tmp_path / "root"
-    sup = supervisord({"oned": running(root, "oned"), "hem": one_shot_failing(root, "hem"),
+    sup = supervisord({"oned": running(root, "oned"), "ssh-agent": running(root, "ssh-agent"),
+                       "fireedge": one_shot_failing(root, "fireedge"),
+                       "hem": one_shot_failing(root, "hem"),
                        "oneflow": running(root, "oneflow")})
-    sup.wait_for({"oned": "RUNNING", "hem": "FATAL", "oneflow": "RUNNING"})
+    sup.wait_for({"oned": "RUNNING", "fireedge": "FATAL", "hem": "FATAL", "oneflow": "RUNNING"})
+    code, out = liveness(root, xmlrpc_port=refused_port())
+    assert code == 0, out
+    assert out.startswith("alive: oned RUNNING for ")
+    assert out.endswith("; FATAL, not critical: fireedge, hem")
+
+
+@pytest.mark.parametrize("critical", ["ssh-agent", "onerun-post-start"])
+def test_fatal_critical_program_is_not_alive(supervisord: Callable[..., Supervisord],
+                                             tmp_path: Path, critical: str) -> None:
+    root = tmp_path / "root"
+    sup = supervisord({"oned": running(root, "oned"), critical: one_shot_failing(root, critical),
+                       "fireedge": one_shot_failing(root, "fireedge")})
+    sup.wait_for({"oned": "RUNNING", critical: "FATAL", "fireedge": "FATAL"})
     code, out = liveness(root)
-    assert (code, out) == (1, "not alive: supervisord reports FATAL: hem")
+    assert (code, out) == (1, f"not alive: supervisord reports FATAL: {critical}")
 
 
 def test_fatal_oned_is_not_alive(supervisord: Callable[..., Supervisord],

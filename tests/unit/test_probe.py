@@ -463,3 +463,66 @@ def test_probe_path_imports_nothing_heavy(env: FakeOned, root: Path) -> None:
                           cwd=PROJECT, env={**os.environ, "ONE_XMLRPC": env.endpoint},
                           timeout=10, check=False)
     assert done.stdout.splitlines()[-1] == "HEAVY [] 0", done.stdout + done.stderr
+
+
+def _supervisor_reports(monkeypatch: pytest.MonkeyPatch, states: dict[str, str]) -> None:
+    """Stand in for supervisord's getAllProcessInfo (the real one: integration tests)."""
+    now = int(time.time())
+    processes = [{"name": name, "statename": state, "start": now - 5, "now": now}
+                 for name, state in states.items()]
+    monkeypatch.setattr(probe, "supervisor_processes", lambda socket, deadline: processes)
+
+
+@pytest.mark.parametrize("broken", ["fireedge", "guacd", "hem", "oneflow", "onegate",
+                                    "oneform", "oneks", "onerun-logs"])
+def test_liveness_ignores_a_fatal_service_that_is_not_critical(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        broken: str) -> None:
+    """As the event listener: a service that stays FATAL leaves the pod (and oned) up."""
+    _supervisor_reports(monkeypatch, {"ssh-agent": "RUNNING", "oned": "RUNNING",
+                                      broken: "FATAL"})
+    code, out = run_probe(capsys, "liveness", "--root", str(tmp_path))
+    assert (code, out) == (0, "alive: oned RUNNING for 5 s (port checked after 60 s); "
+                              f"FATAL, not critical: {broken}")
+
+
+@pytest.mark.parametrize("broken", ["oned", "ssh-agent", "onerun-post-start"])
+def test_liveness_fails_when_a_critical_program_is_fatal(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        broken: str) -> None:
+    _supervisor_reports(monkeypatch, {"ssh-agent": "RUNNING", "oned": "RUNNING",
+                                      "fireedge": "FATAL", broken: "FATAL"})
+    code, out = run_probe(capsys, "liveness", "--root", str(tmp_path))
+    assert (code, out) == (1, f"not alive: supervisord reports FATAL: {broken}")
+
+
+def test_liveness_and_event_listener_share_the_critical_programs(tmp_path: Path) -> None:
+    """What the listener is told to end the pod for is exactly what liveness fails on."""
+    from onerun.critical import CRITICAL_PROGRAMS
+    from onerun.layout import Layout
+    from onerun.services import INSTALLED_BY, plan_programs
+    from onerun.settings import load_settings
+
+    for path in INSTALLED_BY.values():
+        (tmp_path / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path.lstrip("/")).write_text("")
+    programs = plan_programs(load_settings({}, root=str(tmp_path)), Layout(tmp_path),
+                             maintenance=False, heal_service_auth=False, record_start=None)
+    events = next(p for p in programs if p.name == "onerun-events")
+    told = {arg.split("=", 1)[1] for arg in events.command if arg.startswith("--critical=")}
+    assert told == set(CRITICAL_PROGRAMS) == {"oned", "ssh-agent", "onerun-post-start"}
+
+
+def test_liveness_path_imports_no_catalogue(tmp_path: Path) -> None:
+    """Liveness reads the critical names from onerun.critical, not the whole catalogue."""
+    code = (
+        "import sys\nfrom onerun.entry import main\n"
+        f"sys.argv = ['onerun', 'probe', 'liveness', '--root', {str(tmp_path)!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "print('LOADED', sorted(m for m in sys.modules if m in "
+        "{'onerun.critical', 'onerun.services', 'onerun.settings', 'typing'}), code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=PROJECT, timeout=10, check=False)
+    # No supervisord under tmp_path: not alive, after the critical names were loaded.
+    assert done.stdout.splitlines()[-1] == "LOADED ['onerun.critical'] 1", done.stdout

@@ -48,6 +48,10 @@ def test_commands_environment_and_waits(tmp_path: Path) -> None:
     assert oned.environment["PATH"].startswith(f"{tmp_path}/usr/lib/one/sh/override:")
     assert oned.environment["SSH_AUTH_SOCK"] == str(tmp_path / "run/one/ssh-agent.sock")
     assert oned.critical and not oned.autorestart and oned.stopwaitsecs >= 20
+    agent = programs["ssh-agent"]
+    assert agent.critical and not agent.autorestart and agent.startretries == 0
+    for name in ("hem", "fireedge", "guacd", "oneflow", "onegate", "oneform", "oneks"):
+        assert not programs[name].critical and programs[name].autorestart
     for program in programs.values():
         assert program.environment["HOME"] == str(tmp_path / "var/lib/one")
         assert program.environment["ONE_AUTH"] == str(tmp_path / "var/lib/one/.one/one_auth")
@@ -60,7 +64,11 @@ def test_commands_environment_and_waits(tmp_path: Path) -> None:
     assert fireedge[fireedge.index("--file") + 1] == sunstone_auth
     assert programs["guacd"].environment["LD_LIBRARY_PATH"] == str(
         tmp_path / "usr/share/one/guacd/lib")
-    assert not programs["guacd"].needs_oned
+    guacd = programs["guacd"].command
+    assert "wait-oned" not in guacd  # FireEdge needs guacd, guacd needs nothing
+    # Loopback only: guacd obeys any connect instruction, unauthenticated; FireEdge in
+    # the same container reaches it at localhost.
+    assert guacd[guacd.index("-b") + 1] == "127.0.0.1"
     post = programs["onerun-post-start"].command
     assert post[-4:] == ["--heal-service-auth", "--record-start", "7.4.0", ""]
     events = programs["onerun-events"]

@@ -7,6 +7,8 @@ import hashlib
 import io
 import os
 import shlex
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -14,10 +16,11 @@ from pathlib import Path
 from xmlrpc.server import SimpleXMLRPCServer
 
 import pytest
+from click.testing import CliRunner
 from supervisor.options import ServerOptions
 from testlib import write_image_versions
 
-from onerun.events import listen
+from onerun.events import listen, supervise_events_command
 from onerun.layout import Layout
 from onerun.log import Logger
 from onerun.marker import read_start_record, write_start_record
@@ -198,3 +201,52 @@ def test_wait_for_oned_retries_until_it_answers(tmp_path: Path, fake_oned: tuple
     wait_for_oned(layout, Logger("text", stream), sleep=sleep, endpoint=endpoint)
     assert len(sleeps) == 2
     assert stream.getvalue().count("waiting for oned") == 1  # logged once per reason
+
+
+def _root_with_one_auth(root: Path) -> Layout:
+    layout = Layout(root)
+    layout.dot_one.mkdir(parents=True)
+    layout.one_auth.write_text("oneadmin:pw\n")
+    return layout
+
+
+def _helper(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run an onerun helper as supervisord would; a helper looking in the wrong root waits
+    for oned's credentials there until the timeout fails the test."""
+    environ = {key: value for key, value in os.environ.items()
+               if key not in ("ONE_AUTH", "ONERUN_ROOT")}
+    return subprocess.run([sys.executable, "-m", "onerun", *argv], capture_output=True,
+                          text=True, env={**environ, **env}, timeout=30, check=False)
+
+
+@pytest.mark.parametrize("how", ["--root", "ONERUN_ROOT"])
+def test_post_start_finds_its_root_by_option_or_environment(
+        tmp_path: Path, fake_oned: tuple, how: str) -> None:
+    """--root wins over ONERUN_ROOT (what supervisord passes), as for every command."""
+    endpoint, _ = fake_oned
+    layout = _root_with_one_auth(tmp_path / "chosen")
+    decoy = tmp_path / "decoy"  # no one_auth there
+    if how == "--root":
+        done = _helper({"ONE_XMLRPC": endpoint, "ONERUN_ROOT": str(decoy)}, "post-start",
+                       "--root", str(layout.root), "--record-start", "7.0.0", "7.0.0")
+    else:
+        done = _helper({"ONE_XMLRPC": endpoint, "ONERUN_ROOT": str(layout.root)},
+                       "post-start", "--record-start", "7.0.0", "7.0.0")
+    assert done.returncode == 0, done.stderr
+    record = read_start_record(layout.volume_marker)
+    assert record is not None and record.opennebula_version == "7.0.0"
+
+
+def test_wait_oned_with_root_reads_one_auth_there(tmp_path: Path, fake_oned: tuple) -> None:
+    endpoint, _ = fake_oned
+    layout = _root_with_one_auth(tmp_path / "chosen")
+    done = _helper({"ONE_XMLRPC": endpoint, "ONERUN_ROOT": str(tmp_path / "decoy")},
+                   "wait-oned", "--root", str(layout.root), "--",
+                   sys.executable, "-c", "print('command ran')")
+    assert (done.returncode, done.stdout) == (0, "command ran\n"), done.stderr
+
+
+def test_event_listener_accepts_root_like_every_command(tmp_path: Path) -> None:
+    result = CliRunner().invoke(supervise_events_command,
+                                ["--root", str(tmp_path), "--critical", "oned"], input=b"")
+    assert (result.exit_code, result.output) == (0, "READY\n")
