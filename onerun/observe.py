@@ -6,22 +6,23 @@ not there yet is not an observation of "empty"), then classifies it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from onerun.backup import oned_running
 from onerun.database import DbObservation, classify, wait_for_database
 from onerun.fsutil import running_as_root
 from onerun.layout import SERVICE_AUTH_FILES, Layout
 from onerun.marker import StartRecord, read_start_record
+from onerun.plan import STAMP_FILE
+from onerun.processes import oned_running
 from onerun.secret import Secret
 from onerun.settings import Settings
+from onerun.sshkeys import PRIVATE_KEY_NAMES
 from onerun.versions import ImageVersions, read_image_versions
-
-SSH_PRIVATE_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,12 @@ class VolumeFacts:
     one_auth_present: bool
     one_auth_password: Secret | None  # the password part of one_auth's first line
     service_auth_present: frozenset[str]
+    serveradmin_auth: Secret | None  # content of a present service auth file (all are equal)
     secret_files: tuple[OwnedPath, ...]
     start_record: StartRecord | None
     restore_failed: str | None  # the recorded reason while the DB state is unknown
     remotes_present: bool
+    remotes_release: str | None  # the release stamped into the remotes when onerun copied them
     ssh_private_key_present: bool
     ssh_config_present: bool
 
@@ -121,8 +124,27 @@ def _restore_failed_reason(marker: Path) -> str | None:
         return f"{marker} exists but is unreadable"
 
 
+def _first_content(paths: list[Path]) -> Secret | None:
+    """The first of ``paths`` holding ``user:secret`` (a service auth file), as a Secret."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            text = path.read_text(encoding="utf-8", errors="replace")
+            if ":" in text.split("\n", 1)[0]:
+                return Secret(text)
+    return None
+
+
+def _stamp(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip() or None
+    except OSError:
+        return None
+
+
 def observe_volume(layout: Layout) -> VolumeFacts:
     one_auth_present, one_auth_password = _read_one_auth_password(layout.one_auth)
+    present = frozenset(
+        name for name in SERVICE_AUTH_FILES if layout.service_auth(name).exists())
     secret_names = ("one_key", "one_auth", *SERVICE_AUTH_FILES)
     secret_files = tuple(
         fact for fact in (stat_path(layout.dot_one / name) for name in secret_names) if fact.exists
@@ -133,14 +155,14 @@ def observe_volume(layout: Layout) -> VolumeFacts:
         one_key=_read_first_token(layout.one_key),
         one_auth_present=one_auth_present,
         one_auth_password=one_auth_password,
-        service_auth_present=frozenset(
-            name for name in SERVICE_AUTH_FILES if layout.service_auth(name).exists()
-        ),
+        service_auth_present=present,
+        serveradmin_auth=_first_content([layout.service_auth(name) for name in sorted(present)]),
         secret_files=secret_files,
         start_record=read_start_record(layout.volume_marker),
         restore_failed=_restore_failed_reason(layout.restore_failed_marker),
         remotes_present=layout.remotes.is_dir(),
-        ssh_private_key_present=any((layout.ssh_dir / key).exists() for key in SSH_PRIVATE_KEYS),
+        remotes_release=_stamp(layout.remotes / STAMP_FILE),
+        ssh_private_key_present=any((layout.ssh_dir / key).exists() for key in PRIVATE_KEY_NAMES),
         ssh_config_present=(layout.ssh_dir / "config").exists(),
     )
 

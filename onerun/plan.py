@@ -21,6 +21,9 @@ from onerun.layout import Layout
 
 Log = Callable[[str], None]
 
+# Inside a tree copied from the image (the remotes): the release it came from.
+STAMP_FILE = ".onerun-release"
+
 
 @dataclass(frozen=True)
 class ApplyContext:
@@ -64,24 +67,31 @@ class Check:
 
 @dataclass(frozen=True)
 class EnsureDirectory:
-    """Create a directory, or fix its own owner and mode; never touches its contents."""
+    """Create a directory, or fix its own owner and mode; never touches its contents.
+
+    Owned by oneadmin, or (``owned_by_oneadmin=False``) by the user onerun runs as, for what
+    a root supervisord writes. ``mode`` None leaves the mode alone (a volume's root keeps the
+    setgid bit fsGroup gave it).
+    """
 
     path: Path
-    mode: int
+    mode: int | None
     owned_by_oneadmin: bool = True
     why: str = ""
 
     def describe(self) -> dict[str, Any]:
-        owner = "oneadmin" if self.owned_by_oneadmin else "unchanged"
+        owner = "oneadmin" if self.owned_by_oneadmin else "onerun's user"
+        mode = _mode(self.mode) if self.mode is not None else "unchanged"
         return {"action": "ensure-dir", "path": str(self.path), "owner": owner,
-                "mode": _mode(self.mode), "why": self.why}
+                "mode": mode, "why": self.why}
 
     def apply(self, ctx: ApplyContext) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         status = self.path.stat()
-        if self.owned_by_oneadmin and (status.st_uid, status.st_gid) != (ctx.uid, ctx.gid):
-            chown_if_root(self.path, ctx.uid, ctx.gid)
-        if status.st_mode & 0o7777 != self.mode:
+        owner = (ctx.uid, ctx.gid) if self.owned_by_oneadmin else (os.geteuid(), os.getegid())
+        if (status.st_uid, status.st_gid) != owner:
+            chown_if_root(self.path, *owner)
+        if self.mode is not None and status.st_mode & 0o7777 != self.mode:
             with contextlib.suppress(PermissionError):
                 os.chmod(self.path, self.mode)
 
@@ -158,6 +168,7 @@ class ReplaceTree:
     source: Path
     target: Path
     why: str
+    stamp: str | None = None  # written to STAMP_FILE inside the copy: what release it is
 
     def describe(self) -> dict[str, Any]:
         return {"action": "replace-tree", "path": str(self.target), "source": str(self.source),
@@ -170,6 +181,8 @@ class ReplaceTree:
             if leftover.exists():
                 shutil.rmtree(leftover)
         shutil.copytree(self.source, staging, symlinks=True)
+        if self.stamp is not None:
+            (staging / STAMP_FILE).write_text(f"{self.stamp}\n")
         if running_as_root():
             for directory, dirnames, filenames in os.walk(staging):
                 os.chown(directory, ctx.uid, ctx.gid, follow_symlinks=False)

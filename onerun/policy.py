@@ -73,18 +73,19 @@ def expected_service_auth_files(release: Version | None) -> tuple[str, ...]:
 
 
 def _directories(layout: Layout) -> list[Action]:
-    """What oned and onerun need, created or fixed one directory at a time (never -R)."""
+    """What oned needs on the volume and at runtime, one directory at a time (never -R).
+
+    /etc/one is rendered's (render.py), /var/log/one and /run/onerun supervisord's
+    (supervisor.py): each directory has one owner module.
+    """
     return [
-        EnsureDirectory(layout.var_lib_one, 0o750, why="oneadmin's home and the volume"),
+        EnsureDirectory(layout.var_lib_one, None, why="oneadmin's home and the volume"),
         EnsureDirectory(layout.dot_one, 0o700, why="one_key, one_auth, service auth files"),
         EnsureDirectory(layout.ssh_dir, 0o700, why="oneadmin's SSH key for the hypervisors"),
         EnsureDirectory(layout.state_dir, 0o700, why="onerun's record of the last start"),
-        EnsureDirectory(layout.log_dir, 0o750, why="service logs"),
         EnsureDirectory(layout.run_one, 0o750, why="oned runtime files"),
         EnsureDirectory(layout.ssh_socks, 0o700, why="SSH control sockets of the drivers"),
         EnsureDirectory(layout.lock_dir, 0o755, why="oned's lock file"),
-        EnsureDirectory(layout.run_onerun, 0o755, why="supervisord's config and socket"),
-        EnsureDirectory(layout.etc_one, 0o755, why="rendered configs"),
     ]
 
 
@@ -105,7 +106,7 @@ def _fix_owners(settings: Settings, obs: Observation, layout: Layout) -> list[Ac
     db = obs.volume.sqlite_db
     if settings.db_backend == "sqlite" and db.mode is not None and (
             (db.uid, db.gid) != ours or db.mode & 0o600 != 0o600):
-        actions.append(EnsureFileOwner(db.path, db.mode | 0o600,
+        actions.append(EnsureFileOwner(db.path, 0o600,
                                        "oned (as oneadmin) reads and writes the database"))
     return actions
 
@@ -192,18 +193,39 @@ def _bootstrapped_auth(settings: Settings, obs: Observation, layout: Layout,
     else:
         current = obs.volume.one_auth_password
         if stored is not None and (current is None or current.sha256() != stored):
-            decision.actions.append(Check(
-                "one_auth", "note",
-                "one_auth on the volume does not match oneadmin's password in the database: "
-                "the CLI, hooks and probes will fail to log in; set ONEADMIN_PASSWORD"))
+            decision.refuse(
+                f"{layout.one_auth} does not hold oneadmin's password in the database: the "
+                "hook manager, the services and the probes could never log in",
+                "set ONEADMIN_PASSWORD(_FILE) to oneadmin's current password; onerun then "
+                "rewrites one_auth")
+            return
+    _service_auth(obs, layout, decision)
+
+
+def _service_auth(obs: Observation, layout: Layout, decision: Decision) -> None:
+    """Bootstrapped DB: every service auth file this release uses must exist.
+
+    They all hold serveradmin's one secret. A missing one is copied from one that exists
+    (as onedb's 7.2->7.4 migrator does), so running services keep working; only when none
+    is left does post-start set a new secret through the API once oned answers.
+    """
     expected = expected_service_auth_files(obs.image.versions.release)
     missing = [name for name in expected if name not in obs.volume.service_auth_present]
-    if missing:
-        decision.heal_service_auth = True
-        decision.actions.append(Check(
-            "service auth files", "note",
-            f"missing {', '.join(missing)}: once oned answers, serveradmin gets a new secret "
-            "and every service auth file is written again"))
+    if not missing:
+        return
+    secret = obs.volume.serveradmin_auth
+    if secret is not None:
+        for name in missing:
+            decision.actions.append(WriteFile(
+                layout.service_auth(name), secret.reveal().encode(), 0o600,
+                why="missing; serveradmin's secret copied from another service auth file",
+                sensitive=True))
+        return
+    decision.heal_service_auth = True
+    decision.actions.append(Check(
+        "service auth files", "note",
+        f"missing {', '.join(missing)}: once oned answers, serveradmin gets a new secret "
+        "and every service auth file is written again"))
 
 
 def _versions(obs: Observation, decision: Decision) -> None:
@@ -249,26 +271,26 @@ def _runtime_files(settings: Settings, obs: Observation, layout: Layout,
         decision.actions.append(RemoveFile(
             layout.lock_file, "stale oned lock (no oned runs); oned refuses to start with it"))
 
-    release = obs.image.versions.release
-    record = obs.volume.start_record
-    recorded = record.opennebula_version if record else None
+    # The drivers and the scheduler must match oned (reference 3.6). The copy carries the
+    # release it came from, so an image rollback puts the old remotes back too.
+    release = _text(obs.image.versions.release)
+    stamped = obs.volume.remotes_release
     if not obs.image.remotes_dist_present:
         decision.actions.append(Check(
             "remotes", "skipped", f"{layout.remotes_dist} is absent: remotes left as they are"))
     elif not obs.volume.remotes_present:
         decision.actions.append(ReplaceTree(layout.remotes_dist, layout.remotes,
-                                            "missing on the volume"))
-    elif release is not None and recorded != str(release):
+                                            "missing on the volume", stamp=release))
+    elif release is not None and stamped != release:
         decision.actions.append(ReplaceTree(
             layout.remotes_dist, layout.remotes,
-            f"the image carries OpenNebula {release}, the volume last ran {recorded or 'unknown'}"))
+            f"the image carries OpenNebula {release}, the volume's remotes are "
+            f"{stamped or 'of an unknown release'}", stamp=release))
 
     _ssh(settings, obs, layout, decision)
 
     if settings.maintenance:
-        decision.actions.append(WriteFile(
-            layout.maintenance_flag, b"ONERUN_MAINTENANCE=1\n", 0o644,
-            why="maintenance mode: no OpenNebula service starts; readiness fails"))
+        decision.actions.append(_maintenance_flag(layout))
     else:
         decision.actions.append(RemoveFile(layout.maintenance_flag, "maintenance mode is off"))
 
@@ -299,22 +321,69 @@ def decide(
     new_password: Callable[[], str] = generate_password,
 ) -> Decision:
     """Decide what start does. Refusals leave the decision without actions to apply."""
-    decision = Decision(actions=_directories(layout))
+    decision = _decide_start(settings, obs, layout, new_password)
+    return _for_maintenance(decision, layout) if settings.maintenance else decision
+
+
+def _for_maintenance(decision: Decision, layout: Layout) -> Decision:
+    """ONERUN_MAINTENANCE=1 keeps the container up for an operator whatever the DB's state:
+    what would refuse a start, or run before one (a schema upgrade), becomes a note, and no
+    OpenNebula service starts. This is how `onerun restore` is reached after a failure."""
+    if decision.refusal is not None:
+        refusal = decision.refusal
+        kept: list[Action] = [a for a in decision.actions if isinstance(a, EnsureDirectory)]
+        kept.append(Check("start", "note", f"outside maintenance onerun would refuse: "
+                                           f"{refusal.reason} (fix: {refusal.fix})"))
+        kept.append(_maintenance_flag(layout))
+        decision = Decision(actions=kept)
+    if decision.upgrade is not None:
+        decision.actions.append(Check(
+            "schema upgrade", "note",
+            f"pending from {decision.upgrade.db_version} to {decision.upgrade.target_version}: "
+            "it runs at the next start without maintenance mode"))
+        decision.upgrade = None
+    decision.heal_service_auth = False
+    decision.record_start = None
+    return decision
+
+
+def _maintenance_flag(layout: Layout) -> WriteFile:
+    return WriteFile(layout.maintenance_flag, b"ONERUN_MAINTENANCE=1\n", 0o644,
+                     why="maintenance mode: no OpenNebula service starts; readiness fails")
+
+
+def _precondition_refusal(settings: Settings, obs: Observation,
+                          layout: Layout) -> tuple[str, str] | None:
+    """Reasons not to look any further: an unknown DB state, an unwritable volume."""
     if obs.volume.restore_failed:
-        return decision.refuse(
+        return (
             "a schema upgrade or its restore did not complete, so the database state is "
             f"unknown: {obs.volume.restore_failed}",
-            f"run `onerun restore FILE` with the backup named in {layout.restore_failed_marker}"
-            " (in maintenance mode, ONERUN_MAINTENANCE=1)")
+            "start in maintenance mode (ONERUN_MAINTENANCE=1), check the database's versions "
+            "(`onedb version`), then run `onerun restore FILE` with the backup named in "
+            f"{layout.restore_failed_marker}, or remove that file if the upgrade did complete")
     if not obs.processes.var_lib_one_writable_by_oneadmin:
-        return decision.refuse(
+        return (
             f"{layout.var_lib_one} is not writable by this user",
             "give the volume to uid 9869 (the chart sets fsGroup: 9869) or run as root once")
-
     if settings.db_backend == "sqlite" and not obs.processes.sqlite_db_writable_by_oneadmin:
-        return decision.refuse(
+        return (
             f"{layout.sqlite_db} is not writable by this user",
             "give the file to uid 9869 (e.g. `chown 9869:9869 one.db`) or run as root once")
+    return None
+
+
+def _decide_start(
+    settings: Settings,
+    obs: Observation,
+    layout: Layout,
+    new_password: Callable[[], str],
+) -> Decision:
+    """The decision for a normal start (maintenance adjusts it afterwards)."""
+    decision = Decision(actions=_directories(layout))
+    blocked = _precondition_refusal(settings, obs, layout)
+    if blocked is not None:
+        return decision.refuse(*blocked)
 
     state = obs.db.state
     decision.actions.append(Check("database", "ok", f"{state.name}: {obs.db.detail}"))
@@ -334,6 +403,18 @@ def decide(
     _one_key(settings, obs, layout, decision)
     if decision.refusal:
         return decision
+    if state is DbState.PARTIAL_USERS:
+        _versions(obs, decision)
+        if decision.upgrade is not None:
+            return decision.refuse(
+                f"the database's first start never finished (no users yet) and its version "
+                f"{decision.upgrade.db_version} differs from this image's "
+                f"({decision.upgrade.target_version}); onedb cannot upgrade a database "
+                "without users",
+                f"start it once with an image of OpenNebula {decision.upgrade.db_version} so "
+                "oned finishes the bootstrap, or drop the database to start afresh")
+        if decision.refusal:
+            return decision
     if state in (DbState.EMPTY, DbState.PARTIAL_USERS):
         decision.actions.extend(_bootstrap_auth(settings, obs, layout, new_password))
     else:
@@ -344,7 +425,7 @@ def decide(
         if decision.refusal:
             return decision
     _runtime_files(settings, obs, layout, decision)
-    if not settings.maintenance:
+    if decision.refusal is None:
         decision.record_start = (
             _text(obs.image.versions.release),
             decision.upgrade.target_version if decision.upgrade

@@ -16,10 +16,15 @@ from typing import Any
 from onerun.fsutil import atomic_write
 from onerun.plan import ApplyContext
 
-# Files taken from ONERUN_SSH_DIR and their modes; anything else there is ignored.
-_PRIVATE = ("id_ed25519", "id_ecdsa", "id_rsa")
+# Private key names ssh tries, in its order; files taken from ONERUN_SSH_DIR are these, their
+# .pub files and _OTHER, with the modes ssh insists on. Anything else there is ignored.
+PRIVATE_KEY_NAMES = ("id_ed25519", "id_ecdsa", "id_rsa")
+_PRIVATE = PRIVATE_KEY_NAMES
 _PUBLIC = tuple(f"{name}.pub" for name in _PRIVATE)
 _OTHER = {"authorized_keys": 0o600, "known_hosts": 0o644, "config": 0o600}
+
+
+_CHILD_ENVIRONMENT = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,7 @@ class GenerateSshKey:
             subprocess.run(
                 [keygen, "-q", "-t", "ed25519", "-N", "", "-C", "oneadmin@onerun", "-f", str(key)],
                 check=True, stdin=subprocess.DEVNULL, capture_output=True,
+                env=_CHILD_ENVIRONMENT,  # never onerun's own: it holds the secrets
             )
             public = key.with_name(key.name + ".pub")
             atomic_write(self.path.with_name(public.name), public.read_bytes(), 0o644,

@@ -67,6 +67,10 @@ def test_dot_one_written_by_oned(tmp_path: Path) -> None:
     assert "fixturepass" not in repr(facts)  # secrets stay masked in any printout
     assert facts.var_lib_one.exists
     assert facts.var_lib_one.mode == (layout.var_lib_one.stat().st_mode & 0o7777)
+    # serveradmin's secret, as oned wrote it into every service auth file
+    assert facts.serveradmin_auth is not None
+    assert facts.serveradmin_auth.reveal() == (source / "oneflow_auth").read_text()
+    assert facts.serveradmin_auth.reveal().startswith("serveradmin:")
 
 
 def test_one_key_is_the_first_token_and_one_auth_needs_a_colon(tmp_path: Path) -> None:
@@ -123,6 +127,9 @@ def test_remotes_and_ssh_facts(tmp_path: Path) -> None:
     (layout.ssh_dir / "id_ed25519.pub").write_text("ssh-ed25519 AAAA\n")
     facts = observe_volume(layout)
     assert facts.remotes_present
+    assert facts.remotes_release is None  # not copied by onerun (no stamp)
+    (layout.remotes / ".onerun-release").write_text("7.4.0\n")
+    assert observe_volume(layout).remotes_release == "7.4.0"
     assert not facts.ssh_private_key_present  # a public key alone is no identity
     assert not facts.ssh_config_present
     (layout.ssh_dir / "id_ecdsa").write_text("PRIVATE")

@@ -89,15 +89,26 @@ def test_ensure_directory_gives_only_the_directory_to_oneadmin(
 
 
 @needs_root
-def test_ensure_directory_not_owned_by_oneadmin_keeps_owner(
+def test_ensure_directory_not_owned_by_oneadmin_goes_to_onerun_s_user(
     tmp_path: Path, oneadmin_user: pwd.struct_passwd
 ) -> None:
+    """What a root supervisord writes (its socket, pidfile) must not be oneadmin's."""
     target = tmp_path / "run"
+    target.mkdir()
+    os.chown(target, oneadmin_user.pw_uid, oneadmin_user.pw_gid)  # left by an earlier start
     EnsureDirectory(target, 0o755, owned_by_oneadmin=False).apply(
         context(tmp_path, oneadmin_user.pw_uid, oneadmin_user.pw_gid))
-    assert target.stat().st_uid == 0
+    assert (target.stat().st_uid, target.stat().st_gid) == (os.geteuid(), os.getegid())
     assert EnsureDirectory(target, 0o755, owned_by_oneadmin=False).describe()["owner"] == (
-        "unchanged")
+        "onerun's user")
+
+
+def test_ensure_directory_without_a_mode_keeps_the_volume_s_mode(tmp_path: Path) -> None:
+    target = tmp_path / "volume"
+    target.mkdir()
+    target.chmod(0o2770)  # fsGroup's setgid bit
+    EnsureDirectory(target, None).apply(context(tmp_path, os.geteuid(), os.getegid()))
+    assert target.stat().st_mode & 0o7777 == 0o2770
 
 
 # --- EnsureFileOwner -------------------------------------------------------------------
@@ -196,6 +207,18 @@ def test_remove_file_removes_logs_and_is_idempotent(tmp_path: Path) -> None:
 
 
 # --- ReplaceTree -----------------------------------------------------------------------
+
+
+def test_replace_tree_stamps_the_release_inside_the_copy(tmp_path: Path) -> None:
+    from onerun.plan import STAMP_FILE
+
+    source = tmp_path / "remotes-dist"
+    (source / "im").mkdir(parents=True)
+    (source / "im" / "probe").write_text("7.4 probe")
+    target = tmp_path / "remotes"
+    ReplaceTree(source, target, "image upgrade", stamp="7.4.0").apply(context(tmp_path))
+    assert (target / STAMP_FILE).read_text() == "7.4.0\n"
+    assert not (source / STAMP_FILE).exists()  # the image's copy is never written
 
 
 def _image_remotes(root: Path) -> Path:

@@ -14,7 +14,15 @@ from onerun.errors import EXIT_OK, EXIT_REFUSED
 from onerun.layout import Layout
 from onerun.marker import StartRecord
 from onerun.observe import ImageFacts, Observation, OwnedPath, ProcessFacts, VolumeFacts
-from onerun.plan import Check, EnsureFileOwner, Plan, RemoveFile, ReplaceTree, WriteFile
+from onerun.plan import (
+    Check,
+    EnsureDirectory,
+    EnsureFileOwner,
+    Plan,
+    RemoveFile,
+    ReplaceTree,
+    WriteFile,
+)
 from onerun.policy import (
     GENERATED_PASSWORD_LENGTH,
     PASSWORD_ALPHABET,
@@ -50,7 +58,8 @@ def db(state: DbState, version: str | None = "7.0.0", sha: str | None = PASSWORD
 
 def volume(*, one_key: str | None = None, one_auth: str | None = None,
            service_auth: tuple[str, ...] = (), record: str | None = None,
-           restore_failed: str | None = None) -> VolumeFacts:
+           restore_failed: str | None = None, remotes_release: str | None = "7.0.2",
+           serveradmin: str | None = "serveradmin:s3cret\n") -> VolumeFacts:
     return VolumeFacts(
         var_lib_one=OwnedPath(LAYOUT.var_lib_one, 9869, 9869, 0o750),
         sqlite_db=OwnedPath(LAYOUT.sqlite_db, None, None, None),
@@ -58,10 +67,12 @@ def volume(*, one_key: str | None = None, one_auth: str | None = None,
         one_auth_present=one_auth is not None,
         one_auth_password=Secret(one_auth) if one_auth else None,
         service_auth_present=frozenset(service_auth),
+        serveradmin_auth=Secret(serveradmin) if service_auth and serveradmin else None,
         secret_files=(),
         start_record=StartRecord(record, "7.0.0", 0.0) if record else None,
         restore_failed=restore_failed,
         remotes_present=True,
+        remotes_release=remotes_release,
         ssh_private_key_present=True,
         ssh_config_present=True,
     )
@@ -221,12 +232,26 @@ def test_bootstrapped_start_keeps_service_auth_files() -> None:
     assert decision.record_start == ("7.0.2", "7.0.0")
 
 
-def test_missing_service_auth_file_is_healed_after_oned_answers() -> None:
+def test_missing_service_auth_file_is_copied_from_a_present_one() -> None:
     obs = observation(db(DbState.BOOTSTRAPPED),
                       volume(one_key=KEY, one_auth=PASSWORD, service_auth=("sunstone_auth",)))
     decision = decide(settings(), obs, LAYOUT)
     assert decision.refusal is None
+    assert not decision.heal_service_auth  # running services keep serveradmin's secret
+    writes = _writes(decision)
+    for name in ("onegate_auth", "oneflow_auth"):
+        write = writes[LAYOUT.service_auth(name)]
+        assert write.content == b"serveradmin:s3cret\n"
+        assert write.mode == 0o600 and write.sensitive
+
+
+def test_all_service_auth_files_lost_are_healed_after_oned_answers() -> None:
+    obs = observation(db(DbState.BOOTSTRAPPED), volume(one_key=KEY, one_auth=PASSWORD))
+    decision = decide(settings(), obs, LAYOUT)
+    assert decision.refusal is None
     assert decision.heal_service_auth
+    assert not any(path.name.endswith("_auth") and path != LAYOUT.one_auth
+                   for path in _writes(decision))
 
 
 def test_pv_lost_recovers_with_key_and_password() -> None:
@@ -248,8 +273,10 @@ def test_older_db_plans_an_upgrade_to_the_image_version() -> None:
     assert decision.upgrade is not None
     assert (decision.upgrade.db_version, decision.upgrade.target_version) == ("7.0.0", "7.4.0")
     assert decision.record_start == ("7.4.0", "7.4.0")
-    # 7.4 writes oneform_auth and oneks_auth too; they are missing here.
-    assert decision.heal_service_auth
+    # 7.4 uses oneform_auth and oneks_auth too: copied from the 7.0 files, no reset needed.
+    assert not decision.heal_service_auth
+    assert {LAYOUT.service_auth("oneform_auth"), LAYOUT.service_auth("oneks_auth")} <= set(
+        _writes(decision))
 
 
 def test_versions_compare_numerically() -> None:
@@ -277,13 +304,21 @@ def test_stale_lock_is_removed_only_when_no_oned_runs() -> None:
     assert LAYOUT.lock_file in _removes(decide(settings(), obs, LAYOUT))
 
 
-def test_remotes_refreshed_only_when_the_release_changed() -> None:
+def test_remotes_refreshed_only_when_their_release_differs_from_the_image() -> None:
     same = observation(db(DbState.BOOTSTRAPPED), volume(one_key=KEY, one_auth=PASSWORD,
                                                         service_auth=ALL_70, record="7.0.2"))
     assert not any(isinstance(a, ReplaceTree) for a in decide(settings(), same, LAYOUT).actions)
-    older = observation(db(DbState.BOOTSTRAPPED), volume(one_key=KEY, one_auth=PASSWORD,
-                                                         service_auth=ALL_70, record="7.0.1"))
-    assert any(isinstance(a, ReplaceTree) for a in decide(settings(), older, LAYOUT).actions)
+    # The stamp in the tree counts, not the start record: an image rolled back after a
+    # failed upgrade puts its own remotes back.
+    newer = observation(db(DbState.BOOTSTRAPPED),
+                        volume(one_key=KEY, one_auth=PASSWORD, service_auth=ALL_70,
+                               record="7.0.2", remotes_release="7.4.0"))
+    trees = [a for a in decide(settings(), newer, LAYOUT).actions if isinstance(a, ReplaceTree)]
+    assert len(trees) == 1 and trees[0].stamp == "7.0.2"
+    unstamped = observation(db(DbState.BOOTSTRAPPED),
+                            volume(one_key=KEY, one_auth=PASSWORD, service_auth=ALL_70,
+                                   record="7.0.2", remotes_release=None))
+    assert any(isinstance(a, ReplaceTree) for a in decide(settings(), unstamped, LAYOUT).actions)
     missing = dataclasses.replace(same, volume=dataclasses.replace(same.volume,
                                                                    remotes_present=False))
     assert any(isinstance(a, ReplaceTree) for a in decide(settings(), missing, LAYOUT).actions)
@@ -327,7 +362,7 @@ def test_root_gives_a_foreign_sqlite_db_and_secrets_to_oneadmin() -> None:
     fixed = {a.path: a for a in decide(settings(), as_root, LAYOUT).actions
              if isinstance(a, EnsureFileOwner)}
     assert set(fixed) == {LAYOUT.sqlite_db, LAYOUT.one_key}
-    assert fixed[LAYOUT.sqlite_db].mode == 0o644  # the database keeps its mode
+    assert fixed[LAYOUT.sqlite_db].mode == 0o600
     as_oneadmin = dataclasses.replace(as_root, processes=obs.processes)
     assert not any(isinstance(a, EnsureFileOwner)
                    for a in decide(settings(), as_oneadmin, LAYOUT).actions)
@@ -339,3 +374,48 @@ def test_unwritable_sqlite_db_is_refused_for_a_non_root_start() -> None:
         obs.processes, sqlite_db_writable_by_oneadmin=False))
     decision = decide(settings(), obs, LAYOUT)
     assert decision.refusal is not None and "one.db" in decision.refusal.reason
+
+
+def test_one_auth_not_matching_the_db_without_a_password_is_refused() -> None:
+    obs = observation(db(DbState.BOOTSTRAPPED), volume(one_key=KEY, one_auth="stale-password",
+                                                       service_auth=ALL_70))
+    decision = decide(settings(), obs, LAYOUT)
+    assert decision.refusal is not None
+    assert "ONEADMIN_PASSWORD" in decision.refusal.fix
+
+
+def test_partial_users_of_another_version_is_refused() -> None:
+    image = ImageVersions(Version.parse("7.4.0"), Version.parse("7.4.0"), Version.parse("7.4.0"))
+    obs = observation(db(DbState.PARTIAL_USERS, version="7.0.0"), volume(one_key=KEY),
+                      image=image)
+    decision = decide(settings(), obs, LAYOUT)
+    assert decision.refusal is not None and "7.0.0" in decision.refusal.fix
+
+
+MAINTENANCE_REFUSALS = [row for row in MATRIX if row[3] == EXIT_REFUSED]
+
+
+@pytest.mark.parametrize(("env", "obs"), [(row[1], row[2]) for row in MAINTENANCE_REFUSALS],
+                         ids=[row[0] for row in MAINTENANCE_REFUSALS])
+def test_maintenance_turns_every_refusal_into_a_note(env: dict[str, str],
+                                                     obs: Observation) -> None:
+    """The container stays up so the operator can run `onerun restore` and the like."""
+    decision = decide(settings(ONERUN_MAINTENANCE="1", **env), obs, LAYOUT)
+    assert decision.refusal is None
+    assert decision.upgrade is None and not decision.heal_service_auth
+    assert decision.record_start is None
+    notes = [a for a in decision.actions if isinstance(a, Check) and a.name == "start"]
+    assert len(notes) == 1 and "would refuse" in notes[0].detail
+    assert LAYOUT.maintenance_flag in _writes(decision)
+    # Nothing but directories and the flag is changed.
+    assert all(isinstance(a, EnsureDirectory | Check) or a == _writes(decision).get(
+        LAYOUT.maintenance_flag) for a in decision.actions)
+
+
+def test_maintenance_postpones_a_schema_upgrade() -> None:
+    image = ImageVersions(Version.parse("7.4.0"), Version.parse("7.4.0"), Version.parse("7.4.0"))
+    obs = observation(db(DbState.BOOTSTRAPPED, version="7.0.0"),
+                      volume(one_key=KEY, one_auth=PASSWORD, service_auth=ALL_70), image=image)
+    decision = decide(settings(ONERUN_MAINTENANCE="1"), obs, LAYOUT)
+    assert decision.refusal is None and decision.upgrade is None
+    assert any(isinstance(a, Check) and a.name == "schema upgrade" for a in decision.actions)

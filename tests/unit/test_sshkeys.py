@@ -139,3 +139,29 @@ def test_copy_file_copies_with_mode(tmp_path: Path) -> None:
     assert target.read_text() == source.read_text()
     assert mode_of(target) == 0o600
     assert action.describe()["content"] == f"copy of {source}"
+
+
+FAKE_KEYGEN = """#!/bin/sh
+# Stand-in for ssh-keygen (test only): records its environment, makes a dummy key pair.
+env > "$RECORD_DIR/keygen-env"
+while [ $# -gt 1 ]; do [ "$1" = "-f" ] && key="$2"; shift; done
+echo private > "$key"; echo public > "$key.pub"
+"""
+
+
+def test_ssh_keygen_gets_no_secret_in_its_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    keygen = bin_dir / "ssh-keygen"
+    keygen.write_text(FAKE_KEYGEN.replace("$RECORD_DIR", str(tmp_path)))
+    keygen.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("ONEADMIN_PASSWORD", "Canary-Keygen-Pass")
+    monkeypatch.setenv("DB_PASSWORD", "Canary-Keygen-Db")
+    target = tmp_path / "ssh" / "id_ed25519"
+    target.parent.mkdir()
+    GenerateSshKey(target).apply(context(tmp_path))
+    recorded = (tmp_path / "keygen-env").read_text()
+    assert "Canary-Keygen" not in recorded
+    assert target.read_text() == "private\n"

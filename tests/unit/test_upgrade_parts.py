@@ -14,11 +14,11 @@ from onerun.backup import (
     backup_file_name,
     list_backups,
     mask,
-    oned_running,
     parse_backup_name,
     prune_backups,
 )
 from onerun.layout import Layout
+from onerun.processes import oned_running
 from onerun.settings import load_settings
 from onerun.upgrade import (
     UpgradeSchema,
