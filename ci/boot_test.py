@@ -59,13 +59,26 @@ class Images:
 
     current: str
     previous: str | None
+    first_release: bool = False  # BOOT_FIRST_RELEASE=1: nothing released to upgrade from
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Images:
         return cls(
             current=environ.get("BOOT_IMAGE") or DEFAULT_IMAGE,
             previous=environ.get("BOOT_PREVIOUS_IMAGE") or None,
+            first_release=environ.get("BOOT_FIRST_RELEASE") == "1",
         )
+
+    def why_no_upgrade_test(self, require_docker: bool) -> str | None:
+        """The skip reason when no previous image is given, or None to fail instead: where
+        the boot tests are required (CI), only a declared first release may skip it."""
+        if self.previous is not None:
+            return None
+        if self.first_release:
+            return "BOOT_FIRST_RELEASE=1: no released image to upgrade from"
+        if not require_docker:
+            return "BOOT_PREVIOUS_IMAGE is not set: no released image to upgrade from"
+        return None
 
 
 def docker_unavailable_reason() -> str | None:

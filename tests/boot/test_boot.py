@@ -5,6 +5,7 @@ onerun/opennebula:test); the upgrade test starts BOOT_PREVIOUS_IMAGE first."""
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -79,7 +80,11 @@ def test_previous_image_volume_upgrades(
     images: boot_test.Images, docker_client: Any, volume: str, password: str, started: Start
 ) -> None:
     if images.previous is None:
-        pytest.skip("BOOT_PREVIOUS_IMAGE is not set: no released image to upgrade from")
+        reason = images.why_no_upgrade_test(os.environ.get("REQUIRE_DOCKER") == "1")
+        if reason is None:
+            pytest.fail("BOOT_PREVIOUS_IMAGE is not set but the boot tests are required "
+                        "(REQUIRE_DOCKER=1); set BOOT_FIRST_RELEASE=1 only for a first release")
+        pytest.skip(reason)
     docker_client.images.pull(images.previous)
     old_box = started(frontend(images.previous, boot_test.frontend_env(password), volume))
     old = old_box.get_wrapped_container()

@@ -96,3 +96,13 @@ def test_images_from_env() -> None:
     assert boot_test.Images.from_env(env) == boot_test.Images(
         "ghcr.io/x/opennebula:7.4.1", "ghcr.io/x/o:7.4.0"
     )
+
+
+def test_the_upgrade_test_skips_only_on_a_declared_first_release() -> None:
+    missing = boot_test.Images.from_env({})
+    assert missing.why_no_upgrade_test(require_docker=True) is None  # a failure in CI
+    assert "BOOT_PREVIOUS_IMAGE" in str(missing.why_no_upgrade_test(require_docker=False))
+    first = boot_test.Images.from_env({"BOOT_FIRST_RELEASE": "1"})
+    assert "first" in str(first.why_no_upgrade_test(require_docker=True)).lower()
+    given = boot_test.Images.from_env({"BOOT_PREVIOUS_IMAGE": "ghcr.io/x/o:7.4.0"})
+    assert given.why_no_upgrade_test(require_docker=True) is None
