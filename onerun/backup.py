@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from onerun.cliopts import root_option
 from onerun.errors import EXIT_REFUSED, OnerunError
 from onerun.fsutil import chown_if_root
 from onerun.layout import Layout
@@ -472,8 +473,7 @@ def write_restore_failed_marker(layout: Layout, backup: Path, reason: str) -> No
 
 
 @click.command("backup")
-@click.option("--root", type=click.Path(file_okay=False), default=None,
-              help="Prefix for every path (tests, demos). Default: $ONERUN_ROOT or /.")
+@root_option
 def backup_command(root: str | None) -> None:
     """Back up the database now into /var/lib/one/backups (safe while oned runs)."""
     from onerun.cli import load, logger_for, reports_errors
@@ -494,8 +494,7 @@ def backup_command(root: str | None) -> None:
 
 @click.command("restore")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--root", type=click.Path(file_okay=False), default=None,
-              help="Prefix for every path (tests, demos). Default: $ONERUN_ROOT or /.")
+@root_option
 def restore_command(file: Path, root: str | None) -> None:
     """Put one of onerun's backups back. oned must be stopped (ONERUN_MAINTENANCE=1)."""
     from onerun.cli import load, logger_for, reports_errors

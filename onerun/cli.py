@@ -16,22 +16,13 @@ from typing import Any, TypeVar
 import click
 
 from onerun import __version__
+from onerun.cliopts import root_option
 from onerun.errors import EXIT_UNEXPECTED, OnerunError
 from onerun.layout import Layout
 from onerun.log import Logger
 from onerun.settings import Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def root_option(func: F) -> F:
-    """``--root DIR``: every absolute path lives under DIR (default $ONERUN_ROOT or /)."""
-    return click.option(
-        "--root",
-        type=click.Path(file_okay=False),
-        default=None,
-        help="Prefix for every path (tests, demos). Default: $ONERUN_ROOT or /.",
-    )(func)
 
 
 def load(root: str | None) -> tuple[Settings, Layout]:

@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 
 import click
 
+from onerun.cliopts import root_option
 from onerun.fsutil import atomic_write
 from onerun.layout import Layout
 from onerun.plan import ApplyContext
@@ -273,8 +274,7 @@ class MarkLogsShown:
 @click.command("logs")
 @click.option("--follow", is_flag=True, required=True,
               help="Follow the log files (the only mode: run by supervisord).")
-@click.option("--root", type=click.Path(file_okay=False), default=None,
-              help="Prefix for every path (tests, demos). Default: $ONERUN_ROOT or /.")
+@root_option
 def logs_command(follow: bool, root: str | None) -> None:
     """Print OpenNebula's log files on stdout, prefixed with the service's name."""
     del follow

@@ -20,6 +20,7 @@ from onerun.marker import StartRecord, read_start_record
 from onerun.plan import STAMP_FILE
 from onerun.processes import oned_running
 from onerun.secret import Secret
+from onerun.services import installed_services
 from onerun.settings import Settings
 from onerun.sshkeys import PRIVATE_KEY_NAMES
 from onerun.versions import ImageVersions, read_image_versions
@@ -70,6 +71,7 @@ class VolumeFacts:
 @dataclass(frozen=True)
 class ImageFacts:
     versions: ImageVersions
+    installed_services: frozenset[str]
     remotes_dist_present: bool
     ssh_config_dist_present: bool
 
@@ -170,6 +172,7 @@ def observe_volume(layout: Layout) -> VolumeFacts:
 def observe_image(layout: Layout) -> ImageFacts:
     return ImageFacts(
         versions=read_image_versions(layout.opennebula_rb, layout.database_schema_rb),
+        installed_services=installed_services(layout),
         remotes_dist_present=layout.remotes_dist.is_dir(),
         ssh_config_dist_present=layout.ssh_config_dist.is_file(),
     )

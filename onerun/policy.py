@@ -25,6 +25,7 @@ from onerun.plan import (
     ReplaceTree,
     WriteFile,
 )
+from onerun.services import service_auth_files_for
 from onerun.settings import Settings
 from onerun.sshkeys import CopyFile, CopySshKeys, GenerateSshKey
 from onerun.versions import Version
@@ -60,16 +61,6 @@ class Decision:
     def refuse(self, reason: str, fix: str) -> Decision:
         self.refusal = Refusal(reason, fix)
         return self
-
-
-def expected_service_auth_files(release: Version | None) -> tuple[str, ...]:
-    """Service auth files oned writes for this release: 7.2 adds oneform, 7.4 oneks (ref 1.3)."""
-    names = ["sunstone_auth", "onegate_auth", "oneflow_auth"]
-    if release is not None and release >= Version.parse("7.2"):
-        names.append("oneform_auth")
-    if release is not None and release >= Version.parse("7.4"):
-        names.append("oneks_auth")
-    return tuple(names)
 
 
 def _directories(layout: Layout) -> list[Action]:
@@ -209,7 +200,7 @@ def _service_auth(obs: Observation, layout: Layout, decision: Decision) -> None:
     (as onedb's 7.2->7.4 migrator does), so running services keep working; only when none
     is left does post-start set a new secret through the API once oned answers.
     """
-    expected = expected_service_auth_files(obs.image.versions.release)
+    expected = service_auth_files_for(obs.image.versions.release, obs.image.installed_services)
     missing = [name for name in expected if name not in obs.volume.service_auth_present]
     if not missing:
         return

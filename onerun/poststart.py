@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 
+from onerun.cliopts import root_option
 from onerun.fsutil import atomic_write
 from onerun.layout import Layout
 from onerun.log import Logger
@@ -94,8 +95,7 @@ def heal_service_auth_files(client: OneClient, layout: Layout, log: Logger,
 @click.command("wait-oned", context_settings={"ignore_unknown_options": True})
 @click.option("--file", "files", multiple=True, type=click.Path(), metavar="PATH",
               help="Also wait until this file exists and is not empty (repeatable).")
-@click.option("--root", type=click.Path(file_okay=False), default=None,
-              help="Prefix for every path (tests, demos). Default: $ONERUN_ROOT or /.")
+@root_option
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def wait_oned_command(files: tuple[str, ...], root: str | None,
                       command: tuple[str, ...]) -> None:
@@ -112,8 +112,7 @@ def wait_oned_command(files: tuple[str, ...], root: str | None,
               help="Give serveradmin a new secret and write every service auth file.")
 @click.option("--record-start", nargs=2, default=None, metavar="RELEASE DB_VERSION",
               help="Record the completed start on the volume (empty string: unknown).")
-@click.option("--root", type=click.Path(file_okay=False), default=None,
-              help="Prefix for every path (tests, demos). Default: $ONERUN_ROOT or /.")
+@root_option
 def post_start_command(heal_service_auth: bool, record_start: tuple[str, str] | None,
                        root: str | None) -> None:
     """Once oned answers: heal service auth files, record the start on the volume."""

@@ -9,11 +9,13 @@ program after another, so services stop first and oned last (docs/processes.md).
 from __future__ import annotations
 
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from onerun.critical import CRITICAL_PROGRAMS, CRITICAL_SERVICES, POST_START_PROGRAM
+from onerun.versions import Version, read_image_versions
 
 if TYPE_CHECKING:
     from onerun.layout import Layout
@@ -147,26 +149,34 @@ def console_log(layout: Layout, name: str) -> Path:
     return layout.log_dir / "console" / f"{name}.log"
 
 
-def service_auth_files(layout: Layout) -> tuple[str, ...]:
-    """The service auth files this release's oned writes (reference 1.3).
+def service_auth_files_for(release: Version | None,
+                           installed_services: Collection[str]) -> tuple[str, ...]:
+    """The service auth files a release's oned writes (reference 1.3).
 
-    From the image's release where known (7.0: sunstone/onegate/oneflow, 7.2+ adds
-    oneform, 7.4+ adds oneks); otherwise from which services are installed.
+    From the release where known (7.0: sunstone/onegate/oneflow, 7.2+ adds oneform, 7.4+
+    adds oneks); otherwise from which of OneForm and OneKS are installed.
     """
-    from onerun.versions import Version, read_image_versions
-
     names = ["sunstone_auth", "onegate_auth", "oneflow_auth"]
-    release = read_image_versions(layout.opennebula_rb, layout.database_schema_rb).release
     if release is not None:
         if release >= Version.parse("7.2"):
             names.append("oneform_auth")
         if release >= Version.parse("7.4"):
             names.append("oneks_auth")
         return tuple(names)
-    for service in ("oneform", "oneks"):
-        if installed(layout, service):
-            names.append(AUTH_FILE_OF[service])
+    names.extend(AUTH_FILE_OF[service] for service in ("oneform", "oneks")
+                 if service in installed_services)
     return tuple(names)
+
+
+def installed_services(layout: Layout) -> frozenset[str]:
+    """Every service the image carries."""
+    return frozenset(name for name in SERVICE_NAMES if installed(layout, name))
+
+
+def service_auth_files(layout: Layout) -> tuple[str, ...]:
+    """The service auth files of the image under ``layout``."""
+    release = read_image_versions(layout.opennebula_rb, layout.database_schema_rb).release
+    return service_auth_files_for(release, installed_services(layout))
 
 
 def _base_environment(layout: Layout) -> dict[str, str]:

@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 
 import click
 
+from onerun.cliopts import root_option
 from onerun.errors import DependencyUnavailable, OnerunError
 from onerun.fsutil import atomic_write, chown_if_root, running_as_root
 from onerun.layout import Layout
@@ -190,8 +191,7 @@ def _wait_for_socket(path: Path, agent: subprocess.Popen[bytes], timeout: float)
 
 
 @click.command("ssh-agent")
-@click.option("--root", type=click.Path(file_okay=False), default=None,
-              help="Prefix for every path (tests, demos). Default: $ONERUN_ROOT or /.")
+@root_option
 def ssh_agent_command(root: str | None) -> None:
     """Run oneadmin's ssh-agent with its keys loaded (oned's drivers forward it)."""
     from onerun.log import Logger

@@ -27,7 +27,6 @@ from onerun.policy import (
     GENERATED_PASSWORD_LENGTH,
     PASSWORD_ALPHABET,
     decide,
-    expected_service_auth_files,
     generate_password,
 )
 from onerun.secret import Secret
@@ -82,7 +81,8 @@ def observation(db_obs: Any, vol: VolumeFacts, *, image: ImageVersions = IMAGE_7
                 lock: bool = False, oned: str | None = None) -> Observation:
     return Observation(
         volume=vol,
-        image=ImageFacts(image, remotes_dist_present=True, ssh_config_dist_present=True),
+        image=ImageFacts(image, installed_services=frozenset({"oned"}),
+                         remotes_dist_present=True, ssh_config_dist_present=True),
         processes=ProcessFacts(lock_file_present=lock, oned_running=oned,
                                running_as_root=False, var_lib_one_writable_by_oneadmin=True,
                                sqlite_db_writable_by_oneadmin=True),
@@ -340,14 +340,6 @@ def test_unwritable_volume_is_refused() -> None:
         obs.processes, var_lib_one_writable_by_oneadmin=False))
     decision = decide(settings(), obs, LAYOUT)
     assert decision.refusal is not None and "fsGroup" in decision.refusal.fix
-
-
-@pytest.mark.parametrize(("release", "expected"), [
-    ("7.0.2", 3), ("7.2.0", 4), ("7.4.0", 5), ("7.10.1", 5),
-])
-def test_service_auth_files_per_release(release: str, expected: int) -> None:
-    assert len(expected_service_auth_files(Version.parse(release))) == expected
-    assert expected_service_auth_files(None) == ALL_70
 
 
 def test_root_gives_a_foreign_sqlite_db_and_secrets_to_oneadmin() -> None:
