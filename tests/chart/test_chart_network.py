@@ -117,6 +117,18 @@ def test_network_policy_is_opt_in_and_keeps_mariadb_private() -> None:
     assert sqlite.names("NetworkPolicy") == {FULLNAME}
 
 
+def test_network_policy_with_api_from_still_admits_the_helm_test_pod() -> None:
+    peers = [{"namespaceSelector": {"matchLabels": {"team": "cloud-ops"}}}]
+    rendered = render({"networkPolicy": {"enabled": True, "apiFrom": peers}})
+    api, test_rule, monitord = rendered.get("NetworkPolicy", FULLNAME)["spec"]["ingress"]
+    assert api["from"] == peers
+    test_pod = next(iter(rendered.all("Pod")))["metadata"]["labels"]
+    selector = test_rule["from"][0]["podSelector"]["matchLabels"]
+    assert selector.items() <= test_pod.items()  # it selects the rendered test Pod
+    assert test_rule["ports"] == [{"port": "xmlrpc", "protocol": "TCP"}]
+    assert {p["port"] for p in monitord["ports"]} == {"monitord-tcp", "monitord-udp"}
+
+
 def test_nothing_in_the_chart_mentions_bitnami() -> None:
     files = [p for p in CHART_DIR.parent.rglob("*") if p.is_file()]
     assert files
