@@ -2,9 +2,12 @@
 
 Edits docker/ONE_VERSION, the chart's appVersion (and a patch bump of its version, since
 a chart whose default image changed is a new chart release), other mentions of the old
-release in Chart.yaml (the image in artifacthub.io/images), and README mentions of the old
-release and chart versions. Lines are edited in place so Chart.yaml keeps its comments and
-layout.
+release in Chart.yaml (the image in artifacthub.io/images), and, in README.md and the
+chart's README.md, only the versions inside markers:
+``<!-- one-version -->7.4.0<!-- /one-version -->`` and
+``<!-- chart-version -->0.1.0<!-- /chart-version -->``. Other version numbers in prose (an
+example, a history note) are never touched. Lines are edited in place so Chart.yaml keeps its
+comments and layout.
 """
 
 from __future__ import annotations
@@ -21,9 +24,12 @@ from onerun.versions import Version
 
 ONE_VERSION_FILE = Path("docker/ONE_VERSION")
 CHART_FILE = Path("helm/opennebula/Chart.yaml")
-README_FILE = Path("README.md")
+README_FILES = (Path("README.md"), Path("helm/opennebula/README.md"))
 
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+_MARKED = re.compile(
+    r"<!-- (?P<kind>one-version|chart-version) -->(?P<value>[^<]*)<!-- /(?P=kind) -->"
+)
 
 
 class BumpError(Exception):
@@ -75,6 +81,22 @@ def _replace_token(text: str, old: str, new: str) -> tuple[str, int]:
     return pattern.subn(new, text)
 
 
+def _replace_marked(text: str, where: Path, versions: dict[str, tuple[str, str]]) -> str:
+    """Replace the versions inside markers; ``versions`` maps marker kind to (old, new).
+    A marked version that is not the old one means the file disagrees with the pin."""
+
+    def replace(match: re.Match[str]) -> str:
+        old, new = versions[match["kind"]]
+        if match["value"] != old:
+            raise BumpError(
+                f"{where} marks {match['kind']} {match['value']!r}, but the current one is "
+                f"{old}; make them agree first"
+            )
+        return match[0].replace(f"-->{old}<!--", f"-->{new}<!--", 1)
+
+    return _MARKED.sub(replace, text)
+
+
 def _check_chart(text: str, app: str, version: str) -> None:
     """Parse the edited Chart.yaml: the line edits must yield exactly the intended values."""
     data = YAML(typ="safe").load(text)
@@ -108,12 +130,12 @@ def plan_bump(repo: Path, new_app: str) -> tuple[BumpResult, dict[Path, str]]:
     _check_chart(chart, new_app, new_chart)
 
     edits = {pin_path: new_app + "\n", chart_path: chart}
-    readme_path = repo / README_FILE
-    if readme_path.exists():
-        readme = readme_path.read_text(encoding="utf-8")
-        readme, _ = _replace_token(readme, old_app, new_app)
-        readme, _ = _replace_token(readme, old_chart, new_chart)
-        edits[readme_path] = readme
+    versions = {"one-version": (old_app, new_app), "chart-version": (old_chart, new_chart)}
+    for readme_file in README_FILES:
+        readme_path = repo / readme_file
+        if readme_path.exists():
+            readme = readme_path.read_text(encoding="utf-8")
+            edits[readme_path] = _replace_marked(readme, readme_file, versions)
     changed = tuple(
         path for path, text in edits.items() if text != path.read_text(encoding="utf-8")
     )

@@ -30,9 +30,17 @@ dependencies: []
 README = """\
 # onerun
 
-Image `ghcr.io/onerun/opennebula:7.4.0` runs OpenNebula 7.4.0 (7.0 and later supported).
-Install chart 0.1.0: `helm install one oci://ghcr.io/onerun/charts/opennebula --version 0.1.0`.
+Current release: OpenNebula <!-- one-version -->7.4.0<!-- /one-version -->, \
+chart <!-- chart-version -->0.1.0<!-- /chart-version -->
+
+`make demo` uses OpenNebula's upstream 7.4.0 configs; chart 0.1.0 was the first release.
 Not a version: 17.4.0, 7.4.01, 7.4.0.1, 0.1.00.
+"""
+CHART_README = """\
+# opennebula chart
+
+`helm install one onerun/opennebula --version <!-- chart-version -->0.1.0<!-- /chart-version -->`
+installs OpenNebula <!-- one-version -->7.4.0<!-- /one-version -->. Since 7.4.0: OneKS.
 """
 
 
@@ -43,6 +51,7 @@ def repo(tmp_path: Path) -> Path:
     (tmp_path / "helm/opennebula").mkdir(parents=True)
     (tmp_path / "helm/opennebula/Chart.yaml").write_text(CHART)
     (tmp_path / "README.md").write_text(README)
+    (tmp_path / "helm/opennebula/README.md").write_text(CHART_README)
     return tmp_path
 
 
@@ -75,12 +84,27 @@ def test_bump_edits_every_place(repo: Path) -> None:
     ]
 
     readme = (repo / "README.md").read_text()
-    assert "opennebula:7.4.1` runs OpenNebula 7.4.1 (7.0 and later" in readme
-    assert "Install chart 0.1.1:" in readme and "--version 0.1.1`" in readme
+    assert ("Current release: OpenNebula <!-- one-version -->7.4.1<!-- /one-version -->, "
+            "chart <!-- chart-version -->0.1.1<!-- /chart-version -->\n") in readme
+    # Unmarked prose keeps its numbers: they are history or examples, not the current release.
+    assert "upstream 7.4.0 configs; chart 0.1.0 was the first release." in readme
     assert "Not a version: 17.4.0, 7.4.01, 7.4.0.1, 0.1.00." in readme
+    chart_readme = (repo / "helm/opennebula/README.md").read_text()
+    assert "--version <!-- chart-version -->0.1.1<!-- /chart-version -->" in chart_readme
+    assert "<!-- one-version -->7.4.1<!-- /one-version -->. Since 7.4.0: OneKS." in chart_readme
     assert set(result.changed) == {
-        repo / "docker/ONE_VERSION", repo / "helm/opennebula/Chart.yaml", repo / "README.md"
+        repo / "docker/ONE_VERSION", repo / "helm/opennebula/Chart.yaml", repo / "README.md",
+        repo / "helm/opennebula/README.md",
     }
+
+
+def test_a_marked_version_that_disagrees_is_refused(repo: Path) -> None:
+    readme = repo / "README.md"
+    readme.write_text(README.replace("-->7.4.0<!--", "-->7.2.0<!--"))
+    before = snapshot(repo)
+    with pytest.raises(bump.BumpError, match=r"marks one-version '7\.2\.0'"):
+        bump.bump(repo, "7.4.1")
+    assert snapshot(repo) == before
 
 
 @pytest.mark.parametrize("target", ["7.4.0", "7.3.9", "7.4", "7.4.1-rc1", "latest"])
@@ -118,3 +142,17 @@ def test_readme_is_optional(repo: Path) -> None:
     (repo / "README.md").unlink()
     result = bump.bump(repo, "7.4.1")
     assert repo / "README.md" not in result.changed
+
+
+def test_the_real_tree_is_bumpable_and_marks_its_current_release() -> None:
+    """The repository's own README carries the markers with the pinned values (planned only:
+    nothing is written)."""
+    root = Path(__file__).resolve().parents[2]
+    current = (root / "docker/ONE_VERSION").read_text().strip()
+    major, minor, patch = current.split(".")
+    result, edits = bump.plan_bump(root, f"{major}.{minor}.{int(patch) + 1}")
+    assert root / "README.md" in edits
+    assert f"<!-- one-version -->{result.new_app}<!-- /one-version -->" in edits[root / "README.md"]
+    assert f"<!-- chart-version -->{result.new_chart}<!-- /chart-version -->" in edits[
+        root / "README.md"
+    ]
