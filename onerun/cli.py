@@ -73,7 +73,7 @@ def render(root: str | None) -> None:
     log = logger_for(settings)
     plan = Plan(actions=list(render_configs(settings, layout)))
     account = layout.oneadmin
-    plan.apply(ApplyContext(layout, account.uid, account.gid, log.info))
+    plan.apply(ApplyContext(layout, account.uid, account.gid, lambda _message: None))
     for step in plan.describe():
         if step["action"] == "write":
             log.info(f"wrote {step['path']} ({step['mode']}, {step['content']})")
