@@ -21,6 +21,7 @@ from onerun.render import render_configs
 from onerun.services import plan_programs
 from onerun.settings import Settings
 from onerun.supervisor import exec_supervisord, supervisor_actions, supervisord_argv
+from onerun.upgrade import UpgradeSchema
 
 
 def build_plan(settings: Settings, layout: Layout, decision: Decision) -> Plan:
@@ -30,8 +31,6 @@ def build_plan(settings: Settings, layout: Layout, decision: Decision) -> Plan:
     plan = Plan(actions=list(decision.actions))
     plan.actions.extend(render_configs(settings, layout))
     if decision.upgrade is not None:
-        from onerun.upgrade import UpgradeSchema
-
         plan.add(UpgradeSchema(settings, layout, decision.upgrade.db_version,
                                decision.upgrade.target_version))
     programs = plan_programs(
