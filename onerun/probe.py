@@ -420,6 +420,9 @@ def run(options: Options, deadline: Deadline) -> Outcome:
     if layout.maintenance_flag.exists():
         if options.kind == "readiness":
             return False, f"maintenance mode ({layout.maintenance_flag} is present)"
+        if options.kind == "liveness":  # OpenNebula is stopped on purpose; supervisord is not
+            supervisor_processes(str(layout.supervisor_sock), deadline)
+            return True, "maintenance mode: supervisord answers, OpenNebula stopped on purpose"
         return True, "maintenance mode: OpenNebula is stopped on purpose"
     if options.via_cli:
         return True, check_via_cli(layout, deadline)

@@ -11,14 +11,19 @@ to the stdout it inherited (no re-open needed). The relay ends once supervisord 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import select
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from onerun.errors import OnerunError
+
 _CHUNK = 65536
+READY_TIMEOUT = 10.0  # seconds for the relay's interpreter to start and open the FIFO
 
 
 def make_fifo(path: Path) -> None:
@@ -59,9 +64,28 @@ def start_stdout_relay(path: Path, environ: dict[str, str]) -> int:
     make_fifo(path)
     relay = subprocess.Popen(
         [sys.executable, "-m", "onerun.stdout_relay", str(path), str(os.getpid())],
-        env=environ, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0,
+        env=environ, stdin=subprocess.DEVNULL, process_group=0,
     )
+    _wait_for_reader(path, relay)
     return relay.pid
+
+
+def _wait_for_reader(path: Path, relay: subprocess.Popen[bytes]) -> None:
+    """Return once the relay reads the FIFO: supervisord's open of a FIFO without a reader
+    would block it for good (no program spawned, SIGTERM ignored)."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
+                raise
+        if relay.poll() is not None or time.monotonic() > deadline:
+            relay.kill()
+            raise OnerunError(f"the log relay for {path} did not start; "
+                              "supervisord would block on it, so the start stops here")
+        time.sleep(0.02)
 
 
 def main(argv: list[str]) -> int:

@@ -8,7 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-from onerun.stdout_relay import make_fifo
+import pytest
+
+from onerun.errors import OnerunError
+from onerun.stdout_relay import make_fifo, start_stdout_relay
 
 # A parent like `onerun start`: starts the relay, then (standing in for supervisord)
 # opens the FIFO twice, as supervisord does when the follower restarts, and exits.
@@ -42,3 +45,12 @@ def test_make_fifo_replaces_a_leftover_regular_file(tmp_path: Path) -> None:
     assert path.is_fifo()
     make_fifo(path)  # idempotent
     assert path.is_fifo()
+
+
+def test_a_relay_that_cannot_start_stops_the_start(tmp_path: Path) -> None:
+    """supervisord would block for good opening a FIFO nobody reads: fail before the exec."""
+    fifo = tmp_path / "stdout.fifo"
+    broken = {"PATH": "/nonexistent", "PYTHONPATH": str(tmp_path / "nothing"),
+              "PYTHONHOME": str(tmp_path / "no-python-home")}  # the interpreter cannot start
+    with pytest.raises(OnerunError, match="did not start"):
+        start_stdout_relay(fifo, broken)
