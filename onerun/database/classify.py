@@ -47,6 +47,8 @@ class DbObservation:
     is_slave: bool
     tables: frozenset[str]
     detail: str
+    # user 1's PASSWORD: sha256 hex of the plain secret in the service auth files (reference 1.3)
+    serveradmin_password_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class Facts:
     db_version: str | None = None
     local_db_version: str | None = None
     user0_body: str | None = None
-    user1_present: bool = False
+    user1_body: str | None = None  # "" for a row with an empty body, None for no row
     is_slave: bool = False
 
 
@@ -87,14 +89,15 @@ def is_true(value: object) -> bool:
 def decide(facts: Facts) -> DbObservation:
     """Turn readings into a state, by the rules of reference 2.5."""
     name, password = parse_user_body(facts.user0_body)
+    _, serveradmin_password = parse_user_body(facts.user1_body)
     user0 = facts.user0_body is not None
 
     def observe(state: DbState, detail: str) -> DbObservation:
         return DbObservation(
             state=state, db_version=facts.db_version, local_db_version=facts.local_db_version,
             oneadmin_password_sha256=password, oneadmin_name=name,
-            serveradmin_present=facts.user1_present, is_slave=facts.is_slave,
-            tables=facts.tables, detail=detail,
+            serveradmin_present=facts.user1_body is not None, is_slave=facts.is_slave,
+            tables=facts.tables, detail=detail, serveradmin_password_sha256=serveradmin_password,
         )
 
     markers = facts.tables & MARKER_TABLES

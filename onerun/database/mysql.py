@@ -139,7 +139,7 @@ def read_facts(connection: Connection[Cursor], where: str) -> Facts:
             is_slave = row is not None and is_true(row[0])
     return Facts(
         where=where, tables=tables, db_version=db_version, local_db_version=local_db_version,
-        user0_body=users.get(0), user1_present=1 in users, is_slave=is_slave,
+        user0_body=users.get(0), user1_body=users.get(1), is_slave=is_slave,
     )
 
 

@@ -58,8 +58,8 @@ def read_facts(path: Path) -> Facts:
         ) from error
     return Facts(
         where=where, tables=tables, db_version=db_version, local_db_version=local_db_version,
-        user0_body=(users[0] or "") if 0 in users else None, user1_present=1 in users,
-        is_slave=is_slave,
+        user0_body=(users[0] or "") if 0 in users else None,
+        user1_body=(users[1] or "") if 1 in users else None, is_slave=is_slave,
     )
 
 

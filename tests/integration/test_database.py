@@ -60,6 +60,15 @@ def load_fixture(server: MariaDBServer, name: str) -> Settings:
     return mysql_settings(server.port, name)
 
 
+def server_secret_sha256() -> str:
+    """sha256 hex of the plain secret in the dump's oneflow_auth ("serveradmin:<secret>")."""
+    auth = DB_FIXTURES / "mariadb-bootstrapped" / "dot-one" / "oneflow_auth"
+    text = require_shared(auth).read_text().removesuffix("\n")
+    user, _, secret = text.partition(":")
+    assert user == "serveradmin" and secret
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
 def checksums(server: MariaDBServer, name: str) -> dict[str, int | None]:
     """CHECKSUM TABLE of every table: any write by classify would change one."""
     connection = server.connect(name)
@@ -93,6 +102,7 @@ def test_bootstrapped_dump(mariadb_server: MariaDBServer) -> None:
     assert observation.oneadmin_password_sha256 == FIXTURE_SHA256
     assert observation.oneadmin_name == "oneadmin"
     assert observation.serveradmin_present and not observation.is_slave
+    assert observation.serveradmin_password_sha256 == server_secret_sha256()
     assert {"db_versioning", "local_db_versioning", "user_pool"} <= observation.tables
     assert checksums(mariadb_server, "one_bootstrapped") == before
 
@@ -112,6 +122,7 @@ def test_dump_without_users_is_partial_users(mariadb_server: MariaDBServer) -> N
     assert observation.state is DbState.PARTIAL_USERS
     assert observation.db_version == "7.0.0"
     assert not observation.serveradmin_present
+    assert observation.serveradmin_password_sha256 is None
 
 
 def test_empty_database_is_empty(mariadb_server: MariaDBServer) -> None:

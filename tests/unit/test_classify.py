@@ -22,6 +22,11 @@ USER0 = (
     "<USER><ID>0</ID><NAME>oneadmin</NAME><PASSWORD><![CDATA[" + FIXTURE_SHA256
     + "]]></PASSWORD><AUTH_DRIVER><![CDATA[core]]></AUTH_DRIVER></USER>"
 )
+SERVER_SHA256 = hashlib.sha256(b"server-secret").hexdigest()
+USER1 = (
+    "<USER><ID>1</ID><NAME>serveradmin</NAME><PASSWORD><![CDATA[" + SERVER_SHA256
+    + "]]></PASSWORD><AUTH_DRIVER><![CDATA[server_cipher]]></AUTH_DRIVER></USER>"
+)
 ALL_MARKERS = frozenset({"logdb", "pool_control", "db_versioning", "local_db_versioning",
                          "user_pool", "system_attributes", "vm_pool"})
 
@@ -68,10 +73,11 @@ def test_versions_without_user_pool_table_is_partial_tables() -> None:
 
 def test_versions_without_user0_is_partial_users() -> None:
     observation = decide(Facts(where="db", tables=ALL_MARKERS, db_version="7.0.0",
-                               local_db_version="7.0.0", user1_present=True))
+                               local_db_version="7.0.0", user1_body=USER1))
     assert observation.state is DbState.PARTIAL_USERS
     assert observation.oneadmin_password_sha256 is None
     assert observation.serveradmin_present
+    assert observation.serveradmin_password_sha256 == SERVER_SHA256
 
 
 def test_versions_and_user0_is_bootstrapped_with_what_was_read() -> None:
@@ -82,7 +88,23 @@ def test_versions_and_user0_is_bootstrapped_with_what_was_read() -> None:
     assert observation.oneadmin_name == "oneadmin"
     assert observation.oneadmin_password_sha256 == FIXTURE_SHA256
     assert observation.is_slave and not observation.serveradmin_present
+    assert observation.serveradmin_password_sha256 is None
     assert "federation slave" in observation.detail
+
+
+def test_serveradmin_password_is_read_from_user1_not_user0() -> None:
+    observation = decide(Facts(where="db", tables=ALL_MARKERS, db_version="7.0.0",
+                               local_db_version="7.0.0", user0_body=USER0, user1_body=USER1))
+    assert observation.oneadmin_password_sha256 == FIXTURE_SHA256
+    assert observation.serveradmin_password_sha256 == SERVER_SHA256
+    assert observation.serveradmin_present
+
+
+def test_user1_with_an_empty_body_is_present_without_a_password() -> None:
+    observation = decide(Facts(where="db", tables=ALL_MARKERS, db_version="7.0.0",
+                               local_db_version="7.0.0", user0_body=USER0, user1_body=""))
+    assert observation.serveradmin_present
+    assert observation.serveradmin_password_sha256 is None
 
 
 def test_user0_with_an_unreadable_body_is_still_bootstrapped() -> None:
@@ -108,6 +130,14 @@ def test_is_true(value: object, expected: bool) -> None:
 
 
 # -- real one.db files ---------------------------------------------------------------------
+
+def server_secret_sha256(dot_one: Path) -> str:
+    """sha256 hex of the plain secret the fixture's oneflow_auth holds ("serveradmin:<secret>")."""
+    text = require_shared(dot_one / "oneflow_auth").read_text().removesuffix("\n")
+    user, _, secret = text.partition(":")
+    assert user == "serveradmin" and secret
+    return hashlib.sha256(secret.encode()).hexdigest()
+
 
 def _root_with(tmp_path: Path, fixture: str | None) -> tuple[Path, Layout]:
     """A root whose /var/lib/one/one.db is a copy of a fixture (or absent)."""
@@ -140,6 +170,8 @@ def test_bootstrapped_fixture(tmp_path: Path) -> None:
     assert observation.oneadmin_password_sha256 == FIXTURE_SHA256
     assert observation.oneadmin_name == "oneadmin"
     assert observation.serveradmin_present
+    assert observation.serveradmin_password_sha256 == server_secret_sha256(
+        DB_FIXTURES / "sqlite-bootstrapped" / "dot-one")
     assert not observation.is_slave
     assert len(observation.tables) == 39
 
@@ -150,6 +182,7 @@ def test_partial_users_fixture(tmp_path: Path) -> None:
     assert observation.state is DbState.PARTIAL_USERS
     assert (observation.db_version, observation.local_db_version) == ("7.0.0", "7.0.0")
     assert not observation.serveradmin_present
+    assert observation.serveradmin_password_sha256 is None
 
 
 def test_partial_tables_fixture(tmp_path: Path) -> None:
