@@ -32,12 +32,68 @@ def test_probes_run_onerun_probe_with_timeouts_above_its_deadline() -> None:
         assert c[probe]["timeoutSeconds"] >= deadline + 1
 
 
-def test_startup_budget_covers_bootstrap_and_upgrade_and_is_documented() -> None:
-    startup = container(render())["startupProbe"]
-    budget = startup["periodSeconds"] * startup["failureThreshold"]
-    assert budget >= 600  # a bootstrap (5-30 s) plus a schema upgrade (minutes)
-    readme = (CHART_DIR / "README.md").read_text()
-    assert f"{budget} s" in readme
+UPGRADE_ALLOWANCE = 600  # backup + onedb upgrade + oned's start, on top of the DB wait
+DOCS = CHART_DIR.parents[1] / "docs"
+
+
+def test_startup_budget_covers_db_wait_and_upgrade_and_is_documented() -> None:
+    rendered = render()
+    startup = container(rendered)["startupProbe"]
+    period, threshold = startup["periodSeconds"], startup["failureThreshold"]
+    budget = period * threshold
+    wait = int(env(container(rendered))["ONERUN_DB_WAIT_TIMEOUT"])
+    assert budget >= wait + UPGRADE_ALLOWANCE
+    assert f"startup budget:\n{budget} s" in rendered.notes
+    times = "\N{MULTIPLICATION SIGN}"  # the README's table uses the real sign
+    docs = {
+        "README.md": (CHART_DIR / "README.md", f"{period} s {times} {threshold} = **{budget} s**"),
+        "values.yaml": (CHART_DIR / "values.yaml", f"failureThreshold = {budget} s"),
+        "chart.md": (DOCS / "chart.md", f"{period} s x {threshold} = {budget} s"),
+        "probes.md": (DOCS / "probes.md", f"{threshold} x {period} s = {budget} s"),
+    }
+    for name, (path, formula) in docs.items():
+        text = " ".join(path.read_text().split())  # line breaks do not matter
+        refusal = "dbWaitTimeoutSeconds + 60 s"
+        for stated in (formula, f"{wait} s", f"{UPGRADE_ALLOWANCE} s", refusal):
+            assert stated.replace("`", "") in text.replace("`", ""), (name, stated)
+
+
+def startup_values(wait: int, period: int, threshold: int, db: str = "mariadb") -> dict[str, Any]:
+    return {
+        "database": {"type": db},
+        "opennebula": {
+            "dbWaitTimeoutSeconds": wait,
+            "probes": {"startup": {"periodSeconds": period, "failureThreshold": threshold}},
+        },
+    }
+
+
+def test_a_startup_budget_below_the_db_wait_plus_a_minute_is_refused() -> None:
+    message = render_error(startup_values(wait=300, period=10, threshold=35))
+    assert "opennebula.probes.startup" in message and "350 s" in message
+    assert "dbWaitTimeoutSeconds + 60 (360 s)" in message and "failureThreshold" in message
+    # raising only the DB wait past the default budget is refused as well
+    default = chart().values["opennebula"]["probes"]["startup"]
+    budget = default["periodSeconds"] * default["failureThreshold"]
+    assert "dbWaitTimeoutSeconds" in render_error({"opennebula": {"dbWaitTimeoutSeconds": budget}})
+
+
+def test_a_startup_budget_of_exactly_the_db_wait_plus_a_minute_renders() -> None:
+    startup = container(render(startup_values(wait=300, period=10, threshold=36)))["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] == 360
+
+
+@pytest.mark.parametrize("db", ["external", "mariadb"])
+def test_the_budget_check_applies_to_every_waited_for_database(db: str) -> None:
+    values = startup_values(wait=120, period=5, threshold=35, db=db)
+    if db == "external":
+        values["database"]["external"] = {"host": "db.example.com", "existingSecret": "one-db"}
+    assert "(180 s)" in render_error(values)
+
+
+def test_sqlite_has_no_db_wait_so_a_short_startup_budget_renders() -> None:
+    startup = container(render(startup_values(wait=300, period=10, threshold=6, db="sqlite")))
+    assert startup["startupProbe"]["failureThreshold"] == 6
 
 
 def onerun_stop_budget(root: Path) -> int:

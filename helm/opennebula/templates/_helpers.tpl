@@ -148,6 +148,12 @@ every render runs them.
 {{- fail (printf "opennebula.probes.%s.timeoutSeconds (%v) must be at least opennebula.probes.deadlineSeconds + 1 (%v): the kubelet would kill the probe before it can answer." $name $probe.timeoutSeconds (addf $deadline 1.0)) }}
 {{- end }}
 {{- end }}
+{{- $startup := .Values.opennebula.probes.startup }}
+{{- $budget := mul $startup.periodSeconds $startup.failureThreshold }}
+{{- $floor := add .Values.opennebula.dbWaitTimeoutSeconds 60 }}
+{{- if and (ne .Values.database.type "sqlite") (lt (int64 $budget) (int64 $floor)) }}
+{{- fail (printf "opennebula.probes.startup budget (periodSeconds x failureThreshold = %d s) is below opennebula.dbWaitTimeoutSeconds + 60 (%d s): the kubelet would restart the pod while onerun still waits for the database, before a backup, schema upgrade or oned start could run. Raise opennebula.probes.startup.failureThreshold (recommended: dbWaitTimeoutSeconds + 600 s in total) or lower dbWaitTimeoutSeconds." (int64 $budget) (int64 $floor)) }}
+{{- end }}
 {{- range .Values.extraEnv }}
 {{- if has .name (list "ONEADMIN_PASSWORD" "DB_PASSWORD" "ONE_KEY") }}
 {{- fail (printf "extraEnv must not set %s: secrets in plain environment variables leak into `kubectl describe` and child processes. The chart already passes it as %s_FILE from a Secret (see opennebula.existingSecret and database.*.existingSecret)." .name .name) }}
