@@ -7,13 +7,16 @@ not there yet is not an observation of "empty"), then classifies it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from onerun.database import DbObservation, classify, wait_for_database
+from onerun.database import DbObservation, DbState, classify, wait_for_database
+from onerun.errors import DependencyUnavailable, SettingsError, UnsafeStateError
 from onerun.fsutil import running_as_root
 from onerun.layout import SERVICE_AUTH_FILES, Layout
 from onerun.marker import StartRecord, read_start_record
@@ -23,7 +26,7 @@ from onerun.secret import Secret
 from onerun.services import installed_services
 from onerun.settings import Settings
 from onerun.sshkeys import PRIVATE_KEY_NAMES
-from onerun.versions import ImageVersions, read_image_versions
+from onerun.versions import ImageVersions, Version, read_image_versions
 
 
 @dataclass(frozen=True)
@@ -57,13 +60,12 @@ class VolumeFacts:
     one_key: Secret | None
     one_auth_present: bool
     one_auth_password: Secret | None  # the password part of one_auth's first line
-    service_auth_present: frozenset[str]
-    serveradmin_auth: Secret | None  # content of a present service auth file (all are equal)
+    service_auth: Mapping[str, Secret]  # each present service auth file and its content
     secret_files: tuple[OwnedPath, ...]
     start_record: StartRecord | None
     restore_failed: str | None  # the recorded reason while the DB state is unknown
     remotes_present: bool
-    remotes_release: str | None  # the release stamped into the remotes when onerun copied them
+    remotes_stamp: str | None  # what onerun stamped into the remotes when it copied them
     ssh_private_key_present: bool
     ssh_config_present: bool
 
@@ -72,7 +74,7 @@ class VolumeFacts:
 class ImageFacts:
     versions: ImageVersions
     installed_services: frozenset[str]
-    remotes_dist_present: bool
+    remotes_dist_stamp: str | None  # identity of the image's remotes; None when absent
     ssh_config_dist_present: bool
 
 
@@ -126,14 +128,17 @@ def _restore_failed_reason(marker: Path) -> str | None:
         return f"{marker} exists but is unreadable"
 
 
-def _first_content(paths: list[Path]) -> Secret | None:
-    """The first of ``paths`` holding ``user:secret`` (a service auth file), as a Secret."""
-    for path in paths:
-        with contextlib.suppress(OSError):
-            text = path.read_text(encoding="utf-8", errors="replace")
-            if ":" in text.split("\n", 1)[0]:
-                return Secret(text)
-    return None
+def _contents(paths: dict[str, Path]) -> dict[str, Secret]:
+    """The content of each file that exists (an unreadable one counts, as empty)."""
+    found = {}
+    for name, path in paths.items():
+        try:
+            found[name] = Secret(path.read_text(encoding="utf-8", errors="replace"))
+        except FileNotFoundError:
+            continue
+        except OSError:
+            found[name] = Secret("")
+    return found
 
 
 def _stamp(path: Path) -> str | None:
@@ -145,8 +150,6 @@ def _stamp(path: Path) -> str | None:
 
 def observe_volume(layout: Layout) -> VolumeFacts:
     one_auth_present, one_auth_password = _read_one_auth_password(layout.one_auth)
-    present = frozenset(
-        name for name in SERVICE_AUTH_FILES if layout.service_auth(name).exists())
     secret_names = ("one_key", "one_auth", *SERVICE_AUTH_FILES)
     secret_files = tuple(
         fact for fact in (stat_path(layout.dot_one / name) for name in secret_names) if fact.exists
@@ -157,23 +160,43 @@ def observe_volume(layout: Layout) -> VolumeFacts:
         one_key=_read_first_token(layout.one_key),
         one_auth_present=one_auth_present,
         one_auth_password=one_auth_password,
-        service_auth_present=present,
-        serveradmin_auth=_first_content([layout.service_auth(name) for name in sorted(present)]),
+        service_auth=_contents({name: layout.service_auth(name) for name in SERVICE_AUTH_FILES}),
         secret_files=secret_files,
         start_record=read_start_record(layout.volume_marker),
         restore_failed=_restore_failed_reason(layout.restore_failed_marker),
         remotes_present=layout.remotes.is_dir(),
-        remotes_release=_stamp(layout.remotes / STAMP_FILE),
+        remotes_stamp=_stamp(layout.remotes / STAMP_FILE),
         ssh_private_key_present=any((layout.ssh_dir / key).exists() for key in PRIVATE_KEY_NAMES),
         ssh_config_present=(layout.ssh_dir / "config").exists(),
     )
 
 
+def remotes_stamp(tree: Path, release: Version | None) -> str | None:
+    """The image's remotes as a short identity: release plus a digest of the tree's listing.
+
+    The listing (paths, sizes, mtimes) changes with any package revision of the drivers,
+    even within one release. O(size of the image's remotes), never of the volume.
+    """
+    if not tree.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for directory, dirnames, filenames in os.walk(tree):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = os.path.join(directory, name)
+            with contextlib.suppress(OSError):
+                status = os.lstat(path)
+                digest.update(f"{os.path.relpath(path, tree)}\0{status.st_size}\0"
+                              f"{int(status.st_mtime)}\n".encode())
+    return f"{release or 'unknown'}+{digest.hexdigest()[:16]}"
+
+
 def observe_image(layout: Layout) -> ImageFacts:
+    versions = read_image_versions(layout.opennebula_rb, layout.database_schema_rb)
     return ImageFacts(
-        versions=read_image_versions(layout.opennebula_rb, layout.database_schema_rb),
+        versions=versions,
         installed_services=installed_services(layout),
-        remotes_dist_present=layout.remotes_dist.is_dir(),
+        remotes_dist_stamp=remotes_stamp(layout.remotes_dist, versions.release),
         ssh_config_dist_present=layout.ssh_config_dist.is_file(),
     )
 
@@ -196,12 +219,35 @@ def observe_processes(layout: Layout) -> ProcessFacts:
     )
 
 
+# Maintenance mode must come up even when the DB is what is broken, so it waits less.
+MAINTENANCE_DB_WAIT = 15.0
+
+
 def observe(settings: Settings, layout: Layout, log: Callable[[str], None]) -> Observation:
     """Every fact the policy needs. Waits for a MariaDB server; never writes."""
-    wait_for_database(settings, layout, log)
     return Observation(
         volume=observe_volume(layout),
         image=observe_image(layout),
         processes=observe_processes(layout),
-        db=classify(settings, layout),
+        db=observe_database(settings, layout, log),
     )
+
+
+def observe_database(settings: Settings, layout: Layout,
+                     log: Callable[[str], None]) -> DbObservation:
+    """Wait for the DB and classify it. An unreachable or unreadable DB ends the start
+    (exit 4, 2 or 3), except in maintenance mode, where it is reported as UNREADABLE so an
+    operator can still get in and restore it."""
+    if not settings.maintenance:
+        wait_for_database(settings, layout, log)
+        return classify(settings, layout)
+    quick = dataclasses.replace(
+        settings, db_wait_timeout=min(settings.db_wait_timeout, MAINTENANCE_DB_WAIT))
+    try:
+        wait_for_database(quick, layout, log)
+        return classify(quick, layout)
+    except (DependencyUnavailable, SettingsError, UnsafeStateError) as exc:
+        return DbObservation(
+            state=DbState.UNREADABLE, db_version=None, local_db_version=None,
+            oneadmin_password_sha256=None, oneadmin_name=None, serveradmin_present=False,
+            is_slave=False, tables=frozenset(), detail=" ".join(str(exc).split()))

@@ -7,6 +7,7 @@ fault matrix is a table test of ``decide``.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import string
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from onerun.plan import (
     ReplaceTree,
     WriteFile,
 )
+from onerun.secret import Secret
 from onerun.services import service_auth_files_for
 from onerun.settings import Settings
 from onerun.sshkeys import CopyFile, CopySshKeys, GenerateSshKey
@@ -118,7 +120,7 @@ def _bootstrap_auth(
         RemoveFile(layout.service_auth(name), "left over from an unfinished bootstrap; "
                    "oned refuses to bootstrap while it exists and writes a new one")
         for name in SERVICE_AUTH_FILES
-        if name in obs.volume.service_auth_present
+        if name in obs.volume.service_auth
     ]
     if settings.oneadmin_password is not None:
         actions.append(WriteFile(
@@ -193,30 +195,53 @@ def _bootstrapped_auth(settings: Settings, obs: Observation, layout: Layout,
     _service_auth(obs, layout, decision)
 
 
-def _service_auth(obs: Observation, layout: Layout, decision: Decision) -> None:
-    """Bootstrapped DB: every service auth file this release uses must exist.
+def _serveradmin_secret(content: Secret, stored_sha256: str | None) -> str | None:
+    """The secret of a service auth file when it can log serveradmin in, else None.
 
-    They all hold serveradmin's one secret. A missing one is copied from one that exists
-    (as onedb's 7.2->7.4 migrator does), so running services keep working; only when none
-    is left does post-start set a new secret through the API once oned answers.
+    The files hold ``serveradmin:<secret>``; the DB holds sha256(secret) (reference 1.3).
+    """
+    user, _, secret = content.reveal().partition("\n")[0].partition(":")
+    secret = secret.strip()
+    if user != "serveradmin" or not secret:
+        return None
+    if stored_sha256 is not None and hashlib.sha256(secret.encode()).hexdigest() != stored_sha256:
+        return None
+    return secret
+
+
+def _service_auth(obs: Observation, layout: Layout, decision: Decision) -> None:
+    """Bootstrapped DB: every service auth file this release uses must log serveradmin in.
+
+    A missing, empty or stale one (a restored DB) is rewritten from one that matches the DB
+    (as onedb's 7.2->7.4 migrator copies them), so running services keep working. When none
+    matches, the wrong ones are removed (the services wait for their file) and post-start
+    sets a new secret through the API once oned answers, then writes them all.
     """
     expected = service_auth_files_for(obs.image.versions.release, obs.image.installed_services)
-    missing = [name for name in expected if name not in obs.volume.service_auth_present]
-    if not missing:
+    stored = obs.db.serveradmin_password_sha256
+    good = {name: content for name, content in sorted(obs.volume.service_auth.items())
+            if _serveradmin_secret(content, stored) is not None}
+    wrong = [name for name in expected if name not in good]
+    if not wrong:
         return
-    secret = obs.volume.serveradmin_auth
-    if secret is not None:
-        for name in missing:
+    if good:
+        source_name, source = next(iter(good.items()))
+        for name in wrong:
             decision.actions.append(WriteFile(
-                layout.service_auth(name), secret.reveal().encode(), 0o600,
-                why="missing; serveradmin's secret copied from another service auth file",
+                layout.service_auth(name), source.reveal().encode(), 0o600,
+                why=f"missing or not serveradmin's current secret; copied from {source_name}",
                 sensitive=True))
         return
+    for name in wrong:
+        if name in obs.volume.service_auth:
+            decision.actions.append(RemoveFile(
+                layout.service_auth(name),
+                "does not hold serveradmin's current secret; written anew once oned answers"))
     decision.heal_service_auth = True
     decision.actions.append(Check(
         "service auth files", "note",
-        f"missing {', '.join(missing)}: once oned answers, serveradmin gets a new secret "
-        "and every service auth file is written again"))
+        f"none of {', '.join(expected)} logs serveradmin in: once oned answers, serveradmin "
+        "gets a new secret and every service auth file is written again"))
 
 
 def _versions(obs: Observation, decision: Decision) -> None:
@@ -263,20 +288,22 @@ def _runtime_files(settings: Settings, obs: Observation, layout: Layout,
             layout.lock_file, "stale oned lock (no oned runs); oned refuses to start with it"))
 
     # The drivers and the scheduler must match oned (reference 3.6). The copy carries the
-    # release it came from, so an image rollback puts the old remotes back too.
-    release = _text(obs.image.versions.release)
-    stamped = obs.volume.remotes_release
-    if not obs.image.remotes_dist_present:
+    # stamp of the image tree it came from, so a new package revision or an image rollback
+    # puts the matching remotes in place. The remotes belong to the image: local edits there
+    # are replaced, as a package upgrade would.
+    wanted = obs.image.remotes_dist_stamp
+    stamped = obs.volume.remotes_stamp
+    if wanted is None:
         decision.actions.append(Check(
             "remotes", "skipped", f"{layout.remotes_dist} is absent: remotes left as they are"))
     elif not obs.volume.remotes_present:
         decision.actions.append(ReplaceTree(layout.remotes_dist, layout.remotes,
-                                            "missing on the volume", stamp=release))
-    elif release is not None and stamped != release:
+                                            "missing on the volume", stamp=wanted))
+    elif stamped != wanted:
         decision.actions.append(ReplaceTree(
             layout.remotes_dist, layout.remotes,
-            f"the image carries OpenNebula {release}, the volume's remotes are "
-            f"{stamped or 'of an unknown release'}", stamp=release))
+            f"the image's remotes are {wanted}, the volume's "
+            f"{stamped or 'were not copied by onerun'}", stamp=wanted))
 
     _ssh(settings, obs, layout, decision)
 
@@ -313,18 +340,32 @@ def decide(
 ) -> Decision:
     """Decide what start does. Refusals leave the decision without actions to apply."""
     decision = _decide_start(settings, obs, layout, new_password)
-    return _for_maintenance(decision, layout) if settings.maintenance else decision
+    return _for_maintenance(decision, obs, layout) if settings.maintenance else decision
 
 
-def _for_maintenance(decision: Decision, layout: Layout) -> Decision:
-    """ONERUN_MAINTENANCE=1 keeps the container up for an operator whatever the DB's state:
-    what would refuse a start, or run before one (a schema upgrade), becomes a note, and no
-    OpenNebula service starts. This is how `onerun restore` is reached after a failure."""
-    if decision.refusal is not None:
-        refusal = decision.refusal
-        kept: list[Action] = [a for a in decision.actions if isinstance(a, EnsureDirectory)]
-        kept.append(Check("start", "note", f"outside maintenance onerun would refuse: "
-                                           f"{refusal.reason} (fix: {refusal.fix})"))
+def _for_maintenance(decision: Decision, obs: Observation, layout: Layout) -> Decision:
+    """ONERUN_MAINTENANCE=1 keeps the container up for an operator whatever the DB's state,
+    and starts no OpenNebula service. This is how `onerun restore` is reached after a failure.
+
+    With a bootstrapped DB everything is prepared as usual, except that a schema upgrade
+    waits for the next normal start. When a start would be refused, or would prepare a
+    bootstrap (removing leftover auth files, writing one_auth: an operator may be about to
+    restore a dump instead), only directories and the maintenance flag are written and the
+    rest is reported."""
+    if decision.refusal is not None or obs.db.state in (DbState.EMPTY, DbState.PARTIAL_USERS):
+        writable = obs.processes.var_lib_one_writable_by_oneadmin
+        kept: list[Action] = [
+            a for a in decision.actions
+            if isinstance(a, Check) or (isinstance(a, EnsureDirectory) and (
+                writable or not a.path.is_relative_to(layout.var_lib_one)))]
+        if decision.refusal is not None:
+            refusal = decision.refusal
+            kept.append(Check("start", "note", f"outside maintenance onerun would refuse: "
+                                               f"{refusal.reason} (fix: {refusal.fix})"))
+        else:
+            kept.append(Check("start", "note",
+                              "the DB needs a bootstrap: its preparation is left for a normal "
+                              "start"))
         kept.append(_maintenance_flag(layout))
         decision = Decision(actions=kept)
     if decision.upgrade is not None:
@@ -364,6 +405,27 @@ def _precondition_refusal(settings: Settings, obs: Observation,
     return None
 
 
+def _state_refusal(settings: Settings, obs: Observation,
+                   layout: Layout) -> tuple[str, str] | None:
+    """DB states no start may proceed on: unreadable, half-bootstrapped, or unexpectedly empty."""
+    state = obs.db.state
+    if state is DbState.UNREADABLE:  # only maintenance mode observes this
+        return (f"the database could not be read: {obs.db.detail}",
+                "fix the database or the DB_* settings")
+    if state is DbState.PARTIAL_TABLES:
+        return (
+            "the database holds OpenNebula tables but no complete version rows (an "
+            "interrupted bootstrap or a damaged database); oned cannot bootstrap over it",
+            "restore a backup (`onerun restore FILE`) or drop the database if it holds nothing")
+    if state is DbState.EMPTY and obs.volume.start_record and not settings.accept_empty_db:
+        return (
+            "the database is empty but this volume already ran a bootstrapped cloud "
+            f"(recorded in {layout.volume_marker})",
+            "check DB_HOST/DB_NAME point at the right database; to start a new, empty cloud "
+            "on purpose set ONERUN_ACCEPT_EMPTY_DB=1")
+    return None
+
+
 def _decide_start(
     settings: Settings,
     obs: Observation,
@@ -378,17 +440,9 @@ def _decide_start(
 
     state = obs.db.state
     decision.actions.append(Check("database", "ok", f"{state.name}: {obs.db.detail}"))
-    if state is DbState.PARTIAL_TABLES:
-        return decision.refuse(
-            "the database holds OpenNebula tables but no complete version rows (an "
-            "interrupted bootstrap or a damaged database); oned cannot bootstrap over it",
-            "restore a backup (`onerun restore FILE`) or drop the database if it holds nothing")
-    if state is DbState.EMPTY and obs.volume.start_record and not settings.accept_empty_db:
-        return decision.refuse(
-            "the database is empty but this volume already ran a bootstrapped cloud "
-            f"(recorded in {layout.volume_marker})",
-            "check DB_HOST/DB_NAME point at the right database; to start a new, empty cloud "
-            "on purpose set ONERUN_ACCEPT_EMPTY_DB=1")
+    refused = _state_refusal(settings, obs, layout)
+    if refused is not None:
+        return decision.refuse(*refused)
 
     decision.actions.extend(_fix_owners(settings, obs, layout))
     _one_key(settings, obs, layout, decision)

@@ -32,6 +32,9 @@ class DbState(enum.Enum):
     BOOTSTRAPPED = "bootstrapped"  # both version rows and user 0
     PARTIAL_TABLES = "partial-tables"  # OpenNebula tables, a version row (or user_pool) missing
     PARTIAL_USERS = "partial-users"  # versions present, user 0 missing: oned finishes it
+    # Not a classification: the DB could not be read. Only maintenance mode goes on with it
+    # (observe.observe); every other start stops with the error itself.
+    UNREADABLE = "unreadable"
 
 
 @dataclass(frozen=True)

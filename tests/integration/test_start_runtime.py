@@ -425,3 +425,20 @@ def test_start_as_oneadmin_without_root(stack: Stack) -> None:
     assert stack.layout.one_auth.read_text() == "oneadmin:Oneadmin-Pass-1\n"
     stack.stop()
     assert "[oned]" in stack.text()
+
+
+def test_maintenance_comes_up_when_the_database_is_what_is_broken(stack: Stack) -> None:
+    """Unreachable MariaDB: the operator must still get a running container to work in."""
+    stack.env.update({"ONERUN_MAINTENANCE": "1", "DB_BACKEND": "mysql", "DB_HOST": "127.0.0.1",
+                      "DB_PORT": "1", "DB_PASSWORD": "Canary-Maint-Db",
+                      "ONERUN_DB_WAIT_TIMEOUT": "300"})
+    begin = time.monotonic()
+    stack.start()
+    stack.wait_for("supervisord", stack.layout.supervisor_sock.exists, timeout=90)
+    assert time.monotonic() - begin < 60  # maintenance waits 15 s, not ONERUN_DB_WAIT_TIMEOUT
+    assert stack.probe("liveness").returncode == 0
+    assert stack.probe("readiness").returncode == 1
+    stack.stop()
+    output = stack.text()
+    assert "could not be read" in output and "Canary-Maint-Db" not in output
+    assert not (stack.records / "oned.json").exists()

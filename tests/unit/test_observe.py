@@ -42,7 +42,7 @@ def test_empty_volume(tmp_path: Path) -> None:
     assert facts.one_key is None
     assert not facts.one_auth_present
     assert facts.one_auth_password is None
-    assert facts.service_auth_present == frozenset()
+    assert facts.service_auth == {}
     assert facts.secret_files == ()
     assert facts.start_record is None
     assert facts.restore_failed is None
@@ -60,7 +60,7 @@ def test_dot_one_written_by_oned(tmp_path: Path) -> None:
     assert facts.one_auth_present
     assert facts.one_auth_password is not None
     assert facts.one_auth_password.reveal() == "fixturepass"
-    assert facts.service_auth_present == {"sunstone_auth", "onegate_auth", "oneflow_auth"}
+    assert set(facts.service_auth) == {"sunstone_auth", "onegate_auth", "oneflow_auth"}
     assert {fact.path.name for fact in facts.secret_files} == {
         "one_key", "one_auth", "sunstone_auth", "onegate_auth", "oneflow_auth"}
     assert all(fact.mode == 0o600 for fact in facts.secret_files)
@@ -68,9 +68,9 @@ def test_dot_one_written_by_oned(tmp_path: Path) -> None:
     assert facts.var_lib_one.exists
     assert facts.var_lib_one.mode == (layout.var_lib_one.stat().st_mode & 0o7777)
     # serveradmin's secret, as oned wrote it into every service auth file
-    assert facts.serveradmin_auth is not None
-    assert facts.serveradmin_auth.reveal() == (source / "oneflow_auth").read_text()
-    assert facts.serveradmin_auth.reveal().startswith("serveradmin:")
+    # serveradmin's secret, as oned wrote it into every service auth file
+    assert facts.service_auth["oneflow_auth"].reveal() == (source / "oneflow_auth").read_text()
+    assert facts.service_auth["oneflow_auth"].reveal().startswith("serveradmin:")
 
 
 def test_one_key_is_the_first_token_and_one_auth_needs_a_colon(tmp_path: Path) -> None:
@@ -127,9 +127,9 @@ def test_remotes_and_ssh_facts(tmp_path: Path) -> None:
     (layout.ssh_dir / "id_ed25519.pub").write_text("ssh-ed25519 AAAA\n")
     facts = observe_volume(layout)
     assert facts.remotes_present
-    assert facts.remotes_release is None  # not copied by onerun (no stamp)
-    (layout.remotes / ".onerun-release").write_text("7.4.0\n")
-    assert observe_volume(layout).remotes_release == "7.4.0"
+    assert facts.remotes_stamp is None  # not copied by onerun (no stamp)
+    (layout.remotes / ".onerun-release").write_text("7.4.0+0123456789abcdef\n")
+    assert observe_volume(layout).remotes_stamp == "7.4.0+0123456789abcdef"
     assert not facts.ssh_private_key_present  # a public key alone is no identity
     assert not facts.ssh_config_present
     (layout.ssh_dir / "id_ecdsa").write_text("PRIVATE")
@@ -154,7 +154,7 @@ def test_image_without_version_files(tmp_path: Path) -> None:
     facts = observe_image(Layout(tmp_path))
     assert facts.versions.release is None
     assert facts.versions.db_version is None
-    assert not facts.remotes_dist_present
+    assert facts.remotes_dist_stamp is None
     assert not facts.ssh_config_dist_present
 
 
@@ -167,7 +167,7 @@ def test_image_with_version_files_and_dist_copies(tmp_path: Path) -> None:
     facts = observe_image(layout)
     assert facts.versions.release == Version.parse("7.0.2")
     assert facts.versions.db_version == Version.parse("7.0.0")
-    assert facts.remotes_dist_present
+    assert facts.remotes_dist_stamp is not None
     assert facts.ssh_config_dist_present
 
 

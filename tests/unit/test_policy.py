@@ -37,6 +37,8 @@ LAYOUT = Layout(Path("/test-root"))
 PASSWORD = "fixturepass"
 PASSWORD_SHA = hashlib.sha256(PASSWORD.encode()).hexdigest()
 KEY = "k" * 64
+SERVERADMIN_SHA = hashlib.sha256(b"s3cret").hexdigest()  # the secret in volume()'s files
+STAMP_70 = "7.0.2+fedcba9876543210"  # the image's remotes-dist (release + listing digest)
 IMAGE_70 = ImageVersions(Version.parse("7.0.2"), Version.parse("7.0.0"), Version.parse("7.0.0"))
 
 
@@ -52,12 +54,13 @@ def db(state: DbState, version: str | None = "7.0.0", sha: str | None = PASSWORD
         is_slave=False,
         tables=frozenset(),
         detail="table test",
+        serveradmin_password_sha256=SERVERADMIN_SHA if state is DbState.BOOTSTRAPPED else None,
     )
 
 
 def volume(*, one_key: str | None = None, one_auth: str | None = None,
            service_auth: tuple[str, ...] = (), record: str | None = None,
-           restore_failed: str | None = None, remotes_release: str | None = "7.0.2",
+           restore_failed: str | None = None, remotes_stamp: str | None = STAMP_70,
            serveradmin: str | None = "serveradmin:s3cret\n") -> VolumeFacts:
     return VolumeFacts(
         var_lib_one=OwnedPath(LAYOUT.var_lib_one, 9869, 9869, 0o750),
@@ -65,13 +68,12 @@ def volume(*, one_key: str | None = None, one_auth: str | None = None,
         one_key=Secret(one_key) if one_key else None,
         one_auth_present=one_auth is not None,
         one_auth_password=Secret(one_auth) if one_auth else None,
-        service_auth_present=frozenset(service_auth),
-        serveradmin_auth=Secret(serveradmin) if service_auth and serveradmin else None,
+        service_auth={name: Secret(serveradmin or "") for name in service_auth},
         secret_files=(),
         start_record=StartRecord(record, "7.0.0", 0.0) if record else None,
         restore_failed=restore_failed,
         remotes_present=True,
-        remotes_release=remotes_release,
+        remotes_stamp=remotes_stamp,
         ssh_private_key_present=True,
         ssh_config_present=True,
     )
@@ -82,7 +84,7 @@ def observation(db_obs: Any, vol: VolumeFacts, *, image: ImageVersions = IMAGE_7
     return Observation(
         volume=vol,
         image=ImageFacts(image, installed_services=frozenset({"oned"}),
-                         remotes_dist_present=True, ssh_config_dist_present=True),
+                         remotes_dist_stamp=STAMP_70, ssh_config_dist_present=True),
         processes=ProcessFacts(lock_file_present=lock, oned_running=oned,
                                running_as_root=False, var_lib_one_writable_by_oneadmin=True,
                                sqlite_db_writable_by_oneadmin=True),
@@ -312,12 +314,12 @@ def test_remotes_refreshed_only_when_their_release_differs_from_the_image() -> N
     # failed upgrade puts its own remotes back.
     newer = observation(db(DbState.BOOTSTRAPPED),
                         volume(one_key=KEY, one_auth=PASSWORD, service_auth=ALL_70,
-                               record="7.0.2", remotes_release="7.4.0"))
+                               record="7.0.2", remotes_stamp="7.4.0+0123456789abcdef"))
     trees = [a for a in decide(settings(), newer, LAYOUT).actions if isinstance(a, ReplaceTree)]
-    assert len(trees) == 1 and trees[0].stamp == "7.0.2"
+    assert len(trees) == 1 and trees[0].stamp == STAMP_70
     unstamped = observation(db(DbState.BOOTSTRAPPED),
                             volume(one_key=KEY, one_auth=PASSWORD, service_auth=ALL_70,
-                                   record="7.0.2", remotes_release=None))
+                                   record="7.0.2", remotes_stamp=None))
     assert any(isinstance(a, ReplaceTree) for a in decide(settings(), unstamped, LAYOUT).actions)
     missing = dataclasses.replace(same, volume=dataclasses.replace(same.volume,
                                                                    remotes_present=False))
@@ -411,3 +413,52 @@ def test_maintenance_postpones_a_schema_upgrade() -> None:
     decision = decide(settings(ONERUN_MAINTENANCE="1"), obs, LAYOUT)
     assert decision.refusal is None and decision.upgrade is None
     assert any(isinstance(a, Check) and a.name == "schema upgrade" for a in decision.actions)
+
+
+def test_stale_or_empty_service_auth_files_are_rewritten_from_a_good_one() -> None:
+    obs = observation(db(DbState.BOOTSTRAPPED), volume(one_key=KEY, one_auth=PASSWORD,
+                                                       service_auth=ALL_70))
+    vol = dataclasses.replace(obs.volume, service_auth={
+        "sunstone_auth": Secret("serveradmin:s3cret\n"),
+        "onegate_auth": Secret(""),                          # emptied
+        "oneflow_auth": Secret("serveradmin:old-secret\n"),  # from before a DB restore
+    })
+    decision = decide(settings(), dataclasses.replace(obs, volume=vol), LAYOUT)
+    writes = _writes(decision)
+    for name in ("onegate_auth", "oneflow_auth"):
+        assert writes[LAYOUT.service_auth(name)].content == b"serveradmin:s3cret\n"
+    assert LAYOUT.service_auth("sunstone_auth") not in writes
+    assert not decision.heal_service_auth
+
+
+def test_no_service_auth_file_matching_the_db_means_a_reset_through_the_api() -> None:
+    obs = observation(db(DbState.BOOTSTRAPPED), volume(one_key=KEY, one_auth=PASSWORD,
+                                                       service_auth=ALL_70,
+                                                       serveradmin="serveradmin:old\n"))
+    decision = decide(settings(), obs, LAYOUT)
+    assert decision.heal_service_auth
+    # the services wait for their file: the wrong ones go, post-start writes them anew
+    assert {LAYOUT.service_auth(name) for name in ALL_70} <= _removes(decision)
+
+
+def test_maintenance_on_an_empty_db_leaves_the_bootstrap_preparation_alone() -> None:
+    obs = observation(db(DbState.EMPTY), volume(one_key=KEY, service_auth=ALL_70))
+    decision = decide(settings(ONERUN_MAINTENANCE="1"), obs, LAYOUT)
+    assert decision.refusal is None
+    assert _removes(decision) == set()  # leftover auth files stay for the operator
+    assert set(_writes(decision)) == {LAYOUT.maintenance_flag}  # no generated one_auth
+
+
+def test_maintenance_with_an_unreadable_db_or_volume_still_comes_up() -> None:
+    unreadable = observation(db(DbState.UNREADABLE), volume())
+    decision = decide(settings(ONERUN_MAINTENANCE="1"), unreadable, LAYOUT)
+    assert decision.refusal is None
+    assert any(isinstance(a, Check) and "could not be read" in a.detail
+               for a in decision.actions)
+    # outside maintenance the same observation is a refusal (observe never yields it there)
+    assert decide(settings(), unreadable, LAYOUT).refusal is not None
+    locked = dataclasses.replace(unreadable, processes=dataclasses.replace(
+        unreadable.processes, var_lib_one_writable_by_oneadmin=False))
+    kept = decide(settings(ONERUN_MAINTENANCE="1"), locked, LAYOUT).actions
+    dirs = [a.path for a in kept if isinstance(a, EnsureDirectory)]
+    assert dirs and not any(path.is_relative_to(LAYOUT.var_lib_one) for path in dirs)
