@@ -2,25 +2,37 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := mariadb-server mariadb-client openssh-client
+DEMO_APT_PACKAGES := python3-venv
+APT_PACKAGES := $(DEMO_APT_PACKAGES) mariadb-server mariadb-client openssh-client
 
-.PHONY: demo test lint system-packages venv clean
+.PHONY: demo test lint system-packages demo-packages venv clean
 
-$(VENV)/.installed: pyproject.toml
+# onerun alone (the demo), or with every test dependency (the tests).
+$(VENV)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.runtime
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
 venv: $(VENV)/.installed
 
-# Only what the tests need from Debian: a MariaDB server they start privately, ssh-keygen.
-system-packages:
+# python3 -m venv needs Debian's/Ubuntu's python3-venv.
+demo-packages:
+	@if ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends $(DEMO_APT_PACKAGES) >/dev/null; fi
+
+# What the tests need from Debian: a MariaDB server they start privately, ssh-keygen.
+system-packages: demo-packages
 	@if ! command -v mariadbd >/dev/null || ! command -v ssh-keygen >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; fi
 
-demo: venv
+demo: demo-packages $(VENV)/.runtime
 	$(PY) demo/run_demo.py
 
 lint: venv

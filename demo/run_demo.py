@@ -30,8 +30,8 @@ def lay_out() -> str:
 
 
 def onerun(*args: str) -> int:
-    env = {"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8",
-           "ONEADMIN_PASSWORD": "demo-Password-1"}
+    # No ONEADMIN_PASSWORD: the plan shows the first-install path (a generated password).
+    env = {"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8"}
     print(f"\n$ onerun {' '.join(args)}", flush=True)
     return subprocess.run([sys.executable, "-m", "onerun", *args], env=env, check=False).returncode
 

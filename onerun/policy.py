@@ -27,7 +27,7 @@ from onerun.plan import (
     WriteFile,
 )
 from onerun.secret import Secret
-from onerun.services import service_auth_files_for
+from onerun.services import SERVICE_NAMES, service_auth_files_for
 from onerun.settings import Settings
 from onerun.sshkeys import CopyFile, CopySshKeys, GenerateSshKey
 from onerun.versions import Version
@@ -405,6 +405,20 @@ def _precondition_refusal(settings: Settings, obs: Observation,
     return None
 
 
+def _image_notes(obs: Observation, layout: Layout) -> list[Action]:
+    """What the image lacks (a bare test or demo root): said in the plan, not refused."""
+    notes: list[Action] = []
+    if obs.image.versions.release is None:
+        notes.append(Check("image version", "skipped",
+                           f"{layout.opennebula_rb} is absent: OpenNebula's release is unknown"))
+    absent = [name for name in SERVICE_NAMES if name not in obs.image.installed_services]
+    if absent:
+        notes.append(Check("services", "note",
+                           f"not installed under {layout.root}: {', '.join(absent)}; "
+                           "supervisord runs only what is installed"))
+    return notes
+
+
 def _state_refusal(settings: Settings, obs: Observation,
                    layout: Layout) -> tuple[str, str] | None:
     """DB states no start may proceed on: unreadable, half-bootstrapped, or unexpectedly empty."""
@@ -433,7 +447,7 @@ def _decide_start(
     new_password: Callable[[], str],
 ) -> Decision:
     """The decision for a normal start (maintenance adjusts it afterwards)."""
-    decision = Decision(actions=_directories(layout))
+    decision = Decision(actions=_directories(layout) + _image_notes(obs, layout))
     blocked = _precondition_refusal(settings, obs, layout)
     if blocked is not None:
         return decision.refuse(*blocked)

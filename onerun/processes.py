@@ -50,7 +50,7 @@ def oned_running(layout: Layout) -> str | None:
         content = layout.lock_file.read_text(errors="replace").strip()
     except FileNotFoundError:
         return None
-    if content.isdigit() and _pid_alive(int(content)):
+    if content.isdigit() and int(content) != os.getpid() and _pid_alive(int(content)):
         return f"{layout.lock_file} is held by running process {content}"
     running = _oned_processes(layout)
     if running:

@@ -190,10 +190,22 @@ def test_no_lock_no_oned(tmp_path: Path) -> None:
 def test_lock_naming_a_live_process(tmp_path: Path) -> None:
     layout = Layout(tmp_path)
     layout.lock_dir.mkdir(parents=True)
+    with subprocess.Popen(["sleep", "30"]) as other:
+        try:
+            layout.lock_file.write_text(f"{other.pid}\n")
+            reason = observe_processes(layout).oned_running
+            assert reason is not None
+            assert str(other.pid) in reason
+        finally:
+            other.kill()
+
+
+def test_lock_naming_this_very_process_is_stale(tmp_path: Path) -> None:
+    """A new container reuses low pids: a pid in an old lock may be onerun's own."""
+    layout = Layout(tmp_path)
+    layout.lock_dir.mkdir(parents=True)
     layout.lock_file.write_text(f"{os.getpid()}\n")
-    reason = observe_processes(layout).oned_running
-    assert reason is not None
-    assert str(os.getpid()) in reason
+    assert observe_processes(layout).oned_running is None
 
 
 @pytest.fixture
