@@ -167,7 +167,7 @@ def scrubbed_environment(environ: Mapping[str, str], layout: Layout) -> dict[str
 def exec_supervisord(layout: Layout, environ: Mapping[str, str]) -> NoReturn:
     """Replace this process with supervisord (PID 1 in the container gets SIGTERM).
 
-    The stdout relay is forked first: it keeps the container's stdout for the logs.
+    The stdout relay is started first: it keeps the container's stdout for the logs.
     """
     from onerun.stdout_relay import start_stdout_relay
 
