@@ -262,10 +262,11 @@ def test_stale_socket_is_not_alive(tmp_path: Path) -> None:
     assert out == f"not alive: supervisord is not running ({sock} refuses connections)"
 
 
-def test_maintenance_passes_without_supervisord(tmp_path: Path) -> None:
+def test_maintenance_still_needs_supervisord(tmp_path: Path) -> None:
+    """In maintenance OpenNebula is stopped on purpose, but a dead supervisord is dead."""
     flag = tmp_path / "root/run/onerun/maintenance"
     flag.parent.mkdir(parents=True)
     flag.write_text("")
     code, out = liveness(tmp_path / "root")
-    assert code == 0
-    assert "maintenance" in out
+    assert code == 1
+    assert "supervisord is not running" in out
