@@ -91,8 +91,20 @@ def start(root: str | None, dry_run: bool) -> None:
     sys.exit(run_start(settings, layout, logger_for(settings), dry_run=dry_run))
 
 
+@cli.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def probe(args: tuple[str, ...]) -> None:
+    """Kubernetes probes: startup|readiness|liveness [--timeout S] [--root R] [--grace S].
+
+    Listed here for --help; the console script and `python -m onerun` run it without
+    loading click at all (onerun/entry.py), since it runs every few seconds.
+    """
+    from onerun.probe import main as probe_main
+
+    sys.exit(probe_main(list(args)))
+
+
 # Commands of other modules are registered below, one import and one add_command each.
-# (No probe here: ``onerun probe`` is dispatched in onerun.entry without loading click.)
 from onerun.backup import backup_command, restore_command  # noqa: E402
 
 cli.add_command(backup_command)

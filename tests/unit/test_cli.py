@@ -133,3 +133,17 @@ def test_bad_log_format_is_reported_in_text(command: tuple[list[str], Path],
     result = run(args, tmp_path, ONERUN_LOG_FORMAT="xml")
     assert result.returncode == 2, result.stderr
     assert "ONERUN_LOG_FORMAT" in result.stderr
+
+
+def test_probe_is_listed_in_help_and_works_through_click_too(tmp_path: Path) -> None:
+    """`onerun probe` skips click for speed (onerun/entry.py), but --help lists it and the
+    click command gives the same verdict."""
+    from click.testing import CliRunner
+
+    from onerun.cli import cli
+
+    assert "probe" in CliRunner().invoke(cli, ["--help"]).output
+    result = CliRunner().invoke(cli, ["probe", "startup", "--root", str(tmp_path),
+                                      "--timeout", "0.2"])
+    assert result.exit_code == 1
+    assert result.output.startswith("not started: cannot read credentials")
