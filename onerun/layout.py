@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import pwd
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -20,14 +19,29 @@ ONEADMIN_FALLBACK_ID = 9869
 SERVICE_AUTH_FILES = ("sunstone_auth", "onegate_auth", "oneflow_auth", "oneform_auth", "oneks_auth")
 
 
-@dataclass(frozen=True)
 class Account:
-    """The account OpenNebula's programs run as."""
+    """The account OpenNebula's programs run as.
 
-    name: str
-    uid: int
-    gid: int
-    home: str
+    A plain class, like Layout: this module is on the probe's path, and dataclasses costs
+    the probe more CPU (it imports inspect) than everything else here together.
+    """
+
+    __slots__ = ("gid", "home", "name", "uid")
+
+    def __init__(self, name: str, uid: int, gid: int, home: str) -> None:
+        self.name, self.uid, self.gid, self.home = name, uid, gid, home
+
+    def _key(self) -> tuple[str, int, int, str]:
+        return (self.name, self.uid, self.gid, self.home)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Account) and other._key() == self._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"Account(name={self.name!r}, uid={self.uid}, gid={self.gid}, home={self.home!r})"
 
 
 def lookup_oneadmin() -> Account:
@@ -39,11 +53,20 @@ def lookup_oneadmin() -> Account:
     return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
 
 
-@dataclass(frozen=True)
 class Layout:
     """Paths under ``root``. Absolute container paths are written as they are in the image."""
 
-    root: Path = Path("/")
+    def __init__(self, root: Path = Path("/")) -> None:
+        self.root = root
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Layout) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
+    def __repr__(self) -> str:
+        return f"Layout(root={self.root!r})"
 
     @classmethod
     def from_env(cls, root: str | os.PathLike[str] | None = None) -> Layout:
