@@ -3,8 +3,13 @@ because several test folders have one)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,3 +131,40 @@ for n in range(30):
 print(f"Unknown error running 'mysqldump -u oneadmin -p{secret.strip()}'", file=sys.stderr)
 sys.exit(1)
 '''
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it, from /proc (children are found by ppid)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+
+def stop_process_tree(process: subprocess.Popen[Any], timeout: float = 60) -> Any:
+    """Stop a started `onerun start`/supervisord as Kubernetes does (SIGTERM: supervisord
+    stops its programs in order); if it does not end in time, SIGKILL it and everything
+    below it. supervisord puts each program in its own process group, so killing the
+    group of the process alone would leave stand-ins running after a failed test.
+    Returns what the process wrote to a stdout pipe (drained meanwhile), else None."""
+    family = descendants(process.pid) if process.poll() is None else []
+    process.terminate()
+    try:
+        return process.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        pass
+    for pid in reversed(family + descendants(process.pid)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return process.communicate()[0]

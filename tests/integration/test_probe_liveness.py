@@ -8,7 +8,6 @@ The probe runs as ``python -m onerun probe liveness --root R``, as Kubernetes wo
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from testlib import stop_process_tree
 
 PROJECT = Path(__file__).resolve().parents[2]
 SUPERVISORD = Path(sys.executable).parent / "supervisord"
@@ -96,13 +96,7 @@ class Supervisord:
         raise AssertionError(f"no program {name}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process_tree(self.process, timeout=20)
 
 
 def stand_in(root: Path, name: str, template: str) -> str:

@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from testlib import DB_FIXTURES, grant_traverse, require_shared, restore_modes
+from testlib import (
+    DB_FIXTURES,
+    grant_traverse,
+    require_shared,
+    restore_modes,
+    stop_process_tree,
+)
 
 from onerun.layout import Layout
 
@@ -258,19 +264,11 @@ def start_until_supervisord(oneadmin_user: Any) -> Iterator[Callable[[Scenario],
     yield launch
     for running in started:
         if running.process.poll() is None:
-            os.killpg(running.process.pid, signal.SIGTERM)
-            try:
-                out, _ = running.process.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(running.process.pid, signal.SIGKILL)
-                out, _ = running.process.communicate()
-            running.output.append(out)
+            running.output.append(stop_process_tree(running.process) or "")
 
 
 def stop(running: Running) -> str:
-    os.killpg(running.process.pid, signal.SIGTERM)
-    out, _ = running.process.communicate(timeout=60)
-    running.output.append(out)
+    running.output.append(stop_process_tree(running.process) or "")
     return "".join(running.output)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -34,6 +33,7 @@ from testlib import (
     grant_traverse,
     require_shared,
     restore_modes,
+    stop_process_tree,
     write_image_versions,
 )
 
@@ -168,8 +168,7 @@ class Stack:
         """SIGTERM the container's main process (supervisord); seconds until it exited."""
         assert self.process is not None
         begin = time.monotonic()
-        self.process.terminate()
-        self.collect(timeout=90)
+        self.output.append(stop_process_tree(self.process, timeout=90) or "")
         return time.monotonic() - begin
 
     def collect(self, timeout: float = 90) -> None:
@@ -198,8 +197,7 @@ def stack(tmp_path: Path, oneadmin_user: Any, make_root: Callable[..., Path]) ->
     result = Stack(root, records, env)
     yield result
     if result.process is not None and result.process.poll() is None:
-        os.killpg(result.process.pid, signal.SIGKILL)
-        result.process.communicate()
+        stop_process_tree(result.process)
     restore_modes(changed)
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from testlib import descendants, stop_process_tree
 
 from onerun import services
 from onerun.layout import Layout
@@ -183,9 +184,9 @@ class Supervisord:
         return any(text in line for line in list(self.lines))
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        """Stop as Kubernetes does (SIGTERM, supervisord stops its programs); if that fails,
+        kill every descendant too, so a failed test leaves no stand-in running."""
+        stop_process_tree(self.proc)
 
 
 def _start(root: Path, environ: dict[str, str], **plan: object) -> tuple[Supervisord, list]:
@@ -204,23 +205,6 @@ def _start(root: Path, environ: dict[str, str], **plan: object) -> tuple[Supervi
                 "from onerun.supervisor import exec_supervisord; "
                 "exec_supervisord(Layout.from_env(sys.argv[1]), os.environ)", str(root)]
     return Supervisord(launcher, parent), programs
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo.extend(children.get(current, []))
-    return found
 
 
 def test_programs_run_as_oneadmin_log_with_prefixes_heal_and_stop_in_order(root: Path) -> None:
@@ -257,7 +241,7 @@ def test_programs_run_as_oneadmin_log_with_prefixes_heal_and_stop_in_order(root:
         assert oned["ssh_add"] == 0  # the agent holds oneadmin's key
 
         # No secret variable reached supervisord or any process under it.
-        for pid in _descendants(sv.proc.pid):
+        for pid in descendants(sv.proc.pid):
             try:
                 assert CANARY.encode() not in Path(f"/proc/{pid}/environ").read_bytes(), pid
             except FileNotFoundError:
