@@ -92,21 +92,30 @@ class Engine:
         return name
 
     def run_helper(self, script: str, mounts: dict[str, str], archive: bytes | None = None) -> str:
-        """Run ``script`` as root in a throwaway container with ``mounts`` ({volume: path})."""
-        helper = self.client.containers.create(
-            self.helper_image, ["/bin/sh", "-ec", script], user="0", network_mode="none",
-            volumes={v: {"bind": p, "mode": "rw"} for v, p in mounts.items()},
-        )
-        try:
-            if archive is not None:
-                assert helper.put_archive(next(iter(mounts.values())), archive)
-            helper.start()
-            status = helper.wait(timeout=120)["StatusCode"]
-            logs = helper.logs().decode("utf-8", "replace")
-            assert status == 0, f"helper failed ({status}): {script}\n{logs}"
-            return logs
-        finally:
-            helper.remove(force=True)
+        """Run ``script`` as root in a throwaway container with ``mounts`` ({volume: path}),
+        after unpacking ``archive`` into the first mount. podman's archive upload fails now
+        and then ("broken pipe"): a fresh helper tries again."""
+        for attempt in range(3):
+            helper = self.client.containers.create(
+                self.helper_image, ["/bin/sh", "-ec", script], user="0", network_mode="none",
+                volumes={v: {"bind": p, "mode": "rw"} for v, p in mounts.items()},
+            )
+            try:
+                if archive is not None:
+                    try:
+                        helper.put_archive(next(iter(mounts.values())), archive)
+                    except Exception:
+                        if attempt == 2:
+                            raise
+                        continue
+                helper.start()
+                status = helper.wait(timeout=120)["StatusCode"]
+                logs = helper.logs().decode("utf-8", "replace")
+                assert status == 0, f"helper failed ({status}): {script}\n{logs}"
+                return str(logs)
+            finally:
+                helper.remove(force=True)
+        raise AssertionError("unreachable")
 
     def cleanup(self) -> None:
         for container in reversed(self.containers):
@@ -203,9 +212,17 @@ def chart_install(values: dict[str, Any], **env: str) -> tuple[Frontend, Databas
     return front, Database(db_env, files)
 
 
+def empty_dirs(engine: Engine, front: Frontend) -> dict[str, str]:
+    """A fresh volume for each of the chart's emptyDirs ({mount path: volume}). A new pod
+    gets new ones; a container restarted in its pod (after a crash) keeps them."""
+    return {path: engine.volume(mode="2777") for path in front.empty_dirs}
+
+
 def frontend_container(engine: Engine, image: str, pod: Pod, front: Frontend,
-                       data_volume: str) -> DockerContainer:
-    """The front-end container of ``front`` in ``pod`` on ``data_volume``."""
+                       data_volume: str, *, scratch: dict[str, str] | None = None,
+                       ) -> DockerContainer:
+    """The front-end container of ``front`` in ``pod`` on ``data_volume``; ``scratch`` are
+    the emptyDir volumes of a container that restarts in the same pod."""
     by_dir: dict[str, dict[str, Any]] = {}
     for path, item in front.files.items():
         posix = PurePosixPath(path)
@@ -221,8 +238,8 @@ def frontend_container(engine: Engine, image: str, pod: Pod, front: Frontend,
     )
     # emptyDirs are empty, writable volumes (podman's tmpfs would copy the image's directory
     # in and keep its owner and mode); "nocopy": a PVC never holds the image's files either.
-    for path in front.empty_dirs:
-        container.with_volume_mapping(engine.volume(mode="2777"), path, "rw,nocopy")
+    for path, volume in (scratch or empty_dirs(engine, front)).items():
+        container.with_volume_mapping(volume, path, "rw,nocopy")
     container.with_volume_mapping(data_volume, front.data_path, "rw,nocopy")
     for directory, files in by_dir.items():
         container.with_volume_mapping(engine.seeded_volume(files, front.fs_group), directory, "ro")
