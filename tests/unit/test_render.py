@@ -106,6 +106,26 @@ def test_sqlite_default_and_untouched_rest(make_root: MakeRoot, version: str) ->
 
 
 @pytest.mark.parametrize("version", UPSTREAM_VERSIONS)
+def test_ipv6_db_host_reaches_every_client_in_one_form(make_root: MakeRoot, version: str,
+                                                       tmp_path: Path) -> None:
+    """DB_HOST="[::1]": oned's SERVER, onedb's -S and mariadb-dump's option file all get the
+    bare address that mysql_real_connect and getaddrinfo accept."""
+    from onerun.backup import client_defaults_file
+    from onerun.upgrade import onedb_command
+
+    root = make_root(version)
+    env = {"DB_BACKEND": "mysql", "DB_HOST": "[::1]", "DB_PASSWORD": PASSWORD}
+    render_into(root, env)
+    rendered = read_db_vector_independently((root / "etc/one/oned.conf").read_text())
+    assert rendered["SERVER"] == "::1"
+    settings_ = load_settings(env, root=root)
+    argv = onedb_command(settings_, Layout(root))
+    assert argv[argv.index("-S") + 1] == "::1"
+    with client_defaults_file(settings_) as option_file:
+        assert "host=::1\n" in option_file.read_text()
+
+
+@pytest.mark.parametrize("version", UPSTREAM_VERSIONS)
 def test_mysql_vector_carries_the_password_exactly(make_root: MakeRoot, version: str) -> None:
     root = make_root(version)
     actions = render_into(root, {"DB_BACKEND": "mysql", "DB_HOST": "db",

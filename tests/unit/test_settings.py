@@ -365,9 +365,27 @@ def test_valid_db_host(host: str) -> None:
     assert load_settings({**MYSQL, "DB_HOST": host}).db_host == host
 
 
-@pytest.mark.parametrize("host", ["db host", "db;rm", "db\n", "$(id)", "db/x", "d'b"])
+@pytest.mark.parametrize("host", ["db host", "db;rm", "db\n", "$(id)", "db/x", "d'b", "[db]",
+                                  "[::1", "::1]", "[10.0.0.7]", "db:", ":3306", "a:b:c", "[]"])
 def test_invalid_db_host_is_refused(host: str) -> None:
     only_problem({**MYSQL, "DB_HOST": host}, "DB_HOST")
+
+
+@pytest.mark.parametrize(("raw", "host"), [("[::1]", "::1"), ("::1", "::1"),
+                                           ("[fd00:0:0::7]", "fd00::7"), ("FD00::7", "fd00::7"),
+                                           ("[fe80::1%eth0]", "fe80::1%eth0")])
+def test_ipv6_db_host_has_one_form_without_brackets(raw: str, host: str) -> None:
+    # oned hands SERVER to mysql_real_connect, which resolves it with getaddrinfo: a bare
+    # address works there, "[::1]" does not (src/sql/MySqlDB.cc@7.4).
+    assert load_settings({**MYSQL, "DB_HOST": raw}).db_host == host
+
+
+@pytest.mark.parametrize("host", ["db:3306", "10.0.0.7:3306", "[::1]:3306",
+                                  "mariadb.one.svc:3307"])
+def test_a_port_in_db_host_is_refused_naming_db_port(host: str) -> None:
+    problem = only_problem({**MYSQL, "DB_HOST": host}, "DB_HOST")
+    assert "port" in problem.rule
+    assert "DB_PORT" in problem.fix
 
 
 @pytest.mark.parametrize(("raw", "port"), [("1", 1), ("3306", 3306), ("65535", 65535),
