@@ -37,6 +37,9 @@ _PASSWORD_FORBIDDEN = frozenset('"\\\'')
 _UNQUOTED_IDENTIFIER = re.compile(r"(?![0-9]+\Z)[0-9A-Za-z_]{1,64}")
 _DB_USER = re.compile(r"[A-Za-z0-9_.\-]{1,80}")
 _HOSTISH = re.compile(r"[A-Za-z0-9._:\-\[\]%]+")
+_HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9._\-]*[A-Za-z0-9_])?")  # or IPv4
+_BRACKETED = re.compile(r"\[([^\[\]]*)\](:[0-9]*)?")
+_NAME_AND_PORT = re.compile(r"[^:\[\]]+:[0-9]+")
 _ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9_]+")
 _DIGITS = re.compile(r"[0-9]+")
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -194,6 +197,44 @@ def _address(collector: _Collector, name: str, *, allow_auto: bool) -> str | Non
             f"{value!r} is not a host name or IP address",
             "use a DNS name or an IP address (letters, digits, . - _ : only)",
         )
+        return None
+    return value
+
+
+def _ipv6(text: str) -> str | None:
+    """``text`` as one canonical IPv6 address (lower case, compressed), else None."""
+    try:
+        return str(ipaddress.IPv6Address(text))
+    except ValueError:
+        return None
+
+
+def _db_host(collector: _Collector) -> str | None:
+    """DB_HOST in the one form every client takes: a DNS name, IPv4, or bare IPv6.
+
+    oned passes SERVER to mysql_real_connect, which resolves it with getaddrinfo
+    (src/sql/MySqlDB.cc@7.4): "[::1]" fails there, "::1" works, and so it does for PyMySQL,
+    onedb's -S and mariadb-dump's option file. A port belongs in DB_PORT.
+    """
+    name = "DB_HOST"
+    value = collector.text(name)
+    if value is None:
+        return None
+    bracketed = _BRACKETED.fullmatch(value)
+    if _NAME_AND_PORT.fullmatch(value) or (bracketed is not None and bracketed.group(2)):
+        collector.problem(name, f"{value!r} contains a port",
+                          "put the host alone in DB_HOST and the port in DB_PORT")
+        return None
+    if bracketed is not None or ":" in value:
+        address = _ipv6(bracketed.group(1) if bracketed is not None else value)
+        if address is None:
+            collector.problem(name, f"{value!r} is not an IPv6 address",
+                              "use a DNS name, an IPv4 or an IPv6 address (brackets optional);"
+                              " a port goes in DB_PORT")
+        return address
+    if not _HOST_NAME.fullmatch(value):
+        collector.problem(name, f"{value!r} is not a host name or IP address",
+                          "use a DNS name or an IP address (letters, digits, . - _ only)")
         return None
     return value
 
@@ -365,7 +406,7 @@ def load_settings(environ: Mapping[str, str], root: str | Path | None = None) ->
     _check_one_key(c, one_key)
 
     backend = _db_backend(c)
-    db_host = _address(c, "DB_HOST", allow_auto=False)
+    db_host = _db_host(c)
     if backend == "mysql" and db_host is None and c.text("DB_HOST") is None:
         c.problem("DB_HOST", "is required when DB_BACKEND=mysql", "set it to the server's name")
     db_port = c.integer("DB_PORT", 3306, 1, 65535)
