@@ -210,6 +210,42 @@ oneflow:
     assert flow[":log"][":level"] == 0 and flow[":log"][":system"] == "file"
 
 
+def anchors_and_aliases(text: str) -> list[str]:
+    """Every anchor or alias in ``text``, read from the YAML event stream itself."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.events import AliasEvent
+
+    found = []
+    for event in YAML(typ="safe", pure=True).parse(text):
+        if isinstance(event, AliasEvent) or getattr(event, "anchor", None):
+            found.append(f"{type(event).__name__} {event.anchor}")
+    return found
+
+
+@pytest.mark.parametrize("version", UPSTREAM_VERSIONS)
+def test_yaml_anchors_in_onerun_config_are_expanded(make_root: MakeRoot, version: str,
+                                                     tmp_path: Path) -> None:
+    """Ruby's YAML.safe_load refuses aliases: the rendered file must hold plain copies."""
+    root = make_root(version)
+    config = write_config(tmp_path, """\
+oneflow:
+  ":log": &log {":level": 0, ":system": std}
+  ":extra": {":log": *log, ":list": &list [a, b]}
+  ":again": *list
+fireedge:
+  log: *log
+  other: *log
+""")
+    render_into(root, {"ONERUN_CONFIG": config})
+    text = (root / "etc/one/oneflow-server.conf").read_text()
+    assert anchors_and_aliases(text) == []
+    flow = yamlconf.load(text).data
+    assert flow[":log"] == {":level": 0, ":system": "std"}
+    assert flow[":extra"][":log"] == {":level": 0, ":system": "std"}
+    assert flow[":extra"][":list"] == ["a", "b"] and flow[":again"] == ["a", "b"]
+    assert anchors_and_aliases((root / "etc/one/fireedge-server.conf").read_text()) == []
+
+
 @pytest.mark.parametrize(("version", "path"), [("7.0.0", (":host",)),
                                                ("7.4.0", (":server", ":bind"))])
 def test_onegate_listen_address_in_release_format(

@@ -8,6 +8,9 @@ so "not in the message" cannot pass by accident.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -463,6 +466,46 @@ def config(tmp_path: Path):  # type: ignore[no-untyped-def]
         return {"ONERUN_CONFIG": str(path), **extra}
 
     return write
+
+
+def nested(depth: int, style: str) -> str:
+    """ONERUN_CONFIG text with one oneflow value nested ``depth`` levels deep."""
+    if style == "flow":
+        return "oneflow:\n  k: " + "[" * depth + "1" + "]" * depth + "\n"
+    lines = ["oneflow:\n"] + [" " * (i + 1) + f"k{i}:\n" for i in range(depth)]
+    return "".join(lines) + " " * (depth + 1) + "v\n"
+
+
+@pytest.mark.parametrize("style", ["flow", "block"])
+@pytest.mark.parametrize("depth", [40, 300, 5000])
+def test_deeply_nested_config_is_a_settings_error(config, depth: int,  # type: ignore[no-untyped-def]
+                                                   style: str) -> None:
+    problem = only_problem(config(nested(depth, style)), "ONERUN_CONFIG")
+    assert "deep" in problem.rule
+
+
+def test_config_nested_a_few_levels_is_fine(config) -> None:  # type: ignore[no-untyped-def]
+    assert load_settings(config(nested(8, "block"))).overrides["oneflow"]["k0"]["k1"]
+
+
+@pytest.mark.parametrize("text", [
+    "oneflow:\n  a: &a [*a]\n",  # an alias inside its own anchor: endless
+    "oneflow:\n  a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    + "".join(f"  {n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n"
+              for p, n in zip("abcdefg", "bcdefgh", strict=True)),  # 10**8 copies when expanded
+])
+def test_aliases_that_cannot_be_expanded_are_a_settings_error(  # type: ignore[no-untyped-def]
+        config, text: str) -> None:
+    only_problem(config(text), "ONERUN_CONFIG")
+
+
+def test_deep_config_exits_2_through_the_cli(config) -> None:  # type: ignore[no-untyped-def]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **config(nested(5000, "flow"))}
+    result = subprocess.run([sys.executable, "-m", "onerun", "render", "--root", "/nonexistent"],
+                            env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "ONERUN_CONFIG" in result.stderr
+    assert "RecursionError" not in result.stderr and "unexpected" not in result.stderr
 
 
 def test_config_with_every_section(config) -> None:  # type: ignore[no-untyped-def]
