@@ -28,6 +28,10 @@ SECRET_VARIABLES = ("ONEADMIN_PASSWORD", "DB_PASSWORD", "ONE_KEY")
 TEMPLATE_SECTIONS = ("oned", "monitord")
 YAML_SECTIONS = ("oneflow", "onegate", "fireedge", "oneform", "onehem", "oneks")
 
+# ONERUN_CONFIG bounds: the packaged YAML configs nest 3 levels deep (7.0, 7.4).
+CONFIG_MAX_DEPTH = 32
+CONFIG_MAX_VALUES = 100_000
+
 ONE_KEY_MIN_LENGTH = 32  # oned uses the first 32 bytes as an AES-256 key (reference 1.5)
 PASSWORD_MAX_BYTES = 256  # oned's core auth driver limit (reference 1.2)
 _PASSWORD_FORBIDDEN = frozenset('"\\\'')
@@ -272,6 +276,37 @@ def _services(collector: _Collector) -> frozenset[str] | None:
     return frozenset(names & set(SERVICE_NAMES)) or None
 
 
+class _Unexpandable(Exception):
+    """ONERUN_CONFIG's data cannot be turned into plain, finite, shallow values."""
+
+
+class _Expander:
+    """Copies loaded YAML so no mapping or list is shared, bounded in depth and size.
+
+    ruamel writes an object met twice as an anchor and an alias (``&id001``/``*id001``),
+    which the Ruby services' YAML loader refuses; so aliases become plain copies here. The
+    bounds keep a self-referencing alias or an alias bomb from hanging or exhausting the
+    start, and keep every later recursive step (merge, dump) far from Python's limit.
+    """
+
+    def __init__(self) -> None:
+        self.budget = CONFIG_MAX_VALUES
+
+    def copy(self, value: Any, depth: int = 0) -> Any:
+        self.budget -= 1
+        if self.budget < 0:
+            raise _Unexpandable(f"expands to more than {CONFIG_MAX_VALUES} values "
+                                "(through YAML aliases)")
+        if not isinstance(value, dict | list):
+            return value
+        if depth >= CONFIG_MAX_DEPTH:
+            raise _Unexpandable(f"nests deeper than {CONFIG_MAX_DEPTH} levels (or a YAML alias "
+                                "refers to itself)")
+        if isinstance(value, dict):
+            return {key: self.copy(item, depth + 1) for key, item in value.items()}
+        return [self.copy(item, depth + 1) for item in value]
+
+
 def _load_overrides(collector: _Collector, path_text: str | None) -> Mapping[str, Any]:
     """Parse ONERUN_CONFIG into {section: overrides}, checking shape, not values."""
     if path_text is None:
@@ -286,12 +321,19 @@ def _load_overrides(collector: _Collector, path_text: str | None) -> Mapping[str
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         collector.problem(name, f"cannot read {path_text}: {reason}", "mount the file there")
         return {}
+    flatten = "write plain values: the packaged service configs nest 3 levels at most"
     try:
-        data = YAML(typ="safe", pure=True).load(text)
+        data = _Expander().copy(YAML(typ="safe", pure=True).load(text))
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         collector.problem(name, f"{path_text} is not valid YAML{where}", "fix the YAML syntax")
+        return {}
+    except RecursionError:  # the YAML parser itself recurses once per level
+        collector.problem(name, f"{path_text} nests too deep to read", flatten)
+        return {}
+    except _Unexpandable as exc:
+        collector.problem(name, f"{path_text} {exc}", flatten)
         return {}
     if data is None:
         return {}
