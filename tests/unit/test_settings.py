@@ -189,6 +189,76 @@ def test_empty_secret_file_is_refused(name: str, tmp_path: Path) -> None:
     only_problem({f"{name}_FILE": str(path)}, name)
 
 
+def load_in_a_child(environ: dict[str, str], memory: int = 512 << 20) -> tuple[int, str]:
+    """load_settings(environ) in a child process, bounded in time and address space: a
+    secret file that hangs or never ends must fail this test, never the machine."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    code = ("import sys\nfrom onerun.errors import SettingsError\n"
+            "from onerun.settings import load_settings\n"
+            "try:\n    load_settings(dict(__import__('os').environ))\n"
+            "except SettingsError as exc:\n    print(exc)\n    sys.exit(exc.exit_code)\n")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **environ}
+    try:
+        result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                text=True, timeout=10, check=False, preexec_fn=limit)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"reading the settings hung: {environ}")
+    return result.returncode, result.stdout + result.stderr
+
+
+def kubernetes_projected_volume(base: Path, name: str, target: str | None = None) -> Path:
+    """A Secret volume as the kubelet lays it out: name -> ..data/name, ..data -> ..<stamp>/."""
+    stamp = base / "..2024_05_01_12_00_00.123456789"
+    stamp.mkdir(parents=True)
+    if target is None:
+        (stamp / name).write_text(GOOD_KEY + "\n")
+    else:
+        (stamp / name).symlink_to(target)
+    (base / "..data").symlink_to(stamp.name)
+    (base / name).symlink_to(f"..data/{name}")
+    return base / name
+
+
+@pytest.mark.parametrize("name", SECRETS)
+def test_secret_file_through_kubernetes_symlinks_is_read(name: str, tmp_path: Path) -> None:
+    path = kubernetes_projected_volume(tmp_path / "secret-volume", "value")
+    assert getattr(load_settings({f"{name}_FILE": str(path)}), name.lower()).reveal() == GOOD_KEY
+
+
+@pytest.mark.parametrize("name", SECRETS)
+@pytest.mark.parametrize("through_links", [False, True])
+def test_fifo_as_secret_file_is_refused_without_hanging(name: str, through_links: bool,
+                                                         tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    path = kubernetes_projected_volume(tmp_path / "v", "value", str(fifo)) if through_links \
+        else fifo
+    code, output = load_in_a_child({f"{name}_FILE": str(path)})
+    assert code == 2, output
+    assert f"{name}_FILE" in output and "not a regular file" in output
+
+
+@pytest.mark.parametrize("name", SECRETS)
+def test_endless_device_as_secret_file_is_refused(name: str) -> None:
+    code, output = load_in_a_child({f"{name}_FILE": "/dev/zero"})
+    assert code == 2, output
+    assert f"{name}_FILE" in output and "not a regular file" in output
+
+
+@pytest.mark.parametrize("name", SECRETS)
+def test_huge_secret_file_is_refused_by_size(name: str, tmp_path: Path) -> None:
+    path = tmp_path / "huge"
+    with path.open("wb") as handle:
+        handle.truncate(1 << 30)  # sparse: 1 GiB of zeros that take no disk
+    code, output = load_in_a_child({f"{name}_FILE": str(path)}, memory=256 << 20)
+    assert code == 2, output
+    assert f"{name}_FILE" in output and "larger than" in output
+
+
 def test_secrets_never_appear_in_repr_or_str() -> None:
     key = CANARY * 4
     s = load_settings({"ONEADMIN_PASSWORD": CANARY + "a", "DB_PASSWORD": CANARY + "b",
