@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,9 @@ YAML_SECTIONS = ("oneflow", "onegate", "fireedge", "oneform", "onehem", "oneks")
 # ONERUN_CONFIG bounds: the packaged YAML configs nest 3 levels deep (7.0, 7.4).
 CONFIG_MAX_DEPTH = 32
 CONFIG_MAX_VALUES = 100_000
+
+SECRET_FILE_MAX_BYTES = 64 * 1024  # a password holds at most 256 bytes
+CONFIG_FILE_MAX_BYTES = 1024 * 1024  # a Kubernetes ConfigMap holds at most 1 MiB
 
 ONE_KEY_MIN_LENGTH = 32  # oned uses the first 32 bytes as an AES-256 key (reference 1.5)
 PASSWORD_MAX_BYTES = 256  # oned's core auth driver limit (reference 1.2)
@@ -81,6 +86,57 @@ class Settings:
         return self.services is None or name in self.services
 
 
+class UnreadableFileError(Exception):
+    """Why a file named by a setting cannot be used; the message never holds its content."""
+
+
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def _not_regular(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
+    return f"not a regular file ({kind})"
+
+
+def read_regular_file(path: str, limit: int) -> bytes:
+    """The bytes of ``path`` when it is, after following links, a regular file of at most
+    ``limit`` bytes.
+
+    Why: a FIFO blocks the start in open() until a writer comes, and a device such as
+    /dev/zero never ends. Links are followed because Kubernetes mounts each secret as
+    ``name -> ..data/name`` with ``..data`` a link to the current copy.
+    """
+    try:
+        if reason := _not_regular(os.stat(path).st_mode):  # devices are never opened
+            raise UnreadableFileError(reason)
+        # O_NONBLOCK: should the path become a FIFO after the check, open() still returns.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UnreadableFileError(exc.strerror or type(exc).__name__) from exc
+    try:
+        if reason := _not_regular(os.fstat(fd).st_mode):
+            raise UnreadableFileError(reason)
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:  # st_size is not trusted (procfs files report 0)
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise UnreadableFileError(exc.strerror or type(exc).__name__) from exc
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise UnreadableFileError(f"larger than {limit} bytes")
+    return b"".join(chunks)
+
+
 class _Collector:
     """Reads variables and records problems instead of raising at the first one."""
 
@@ -95,6 +151,20 @@ class _Collector:
         value = self.environ.get(name)
         return value if value not in (None, "") else None
 
+    def file_text(self, variable: str, path: str, limit: int, fix: str) -> str | None:
+        """The UTF-8 text of the file ``variable`` names, or None after recording why not.
+
+        Decoded from bytes, not read in text mode: universal newlines would turn "\r"
+        into "\n" and change a secret.
+        """
+        try:
+            return read_regular_file(path, limit).decode("utf-8")
+        except UnreadableFileError as exc:
+            self.problem(variable, f"cannot read {path}: {exc}", fix)
+        except UnicodeDecodeError:
+            self.problem(variable, f"cannot read {path}: not UTF-8 text", fix)
+        return None
+
     def secret(self, name: str) -> Secret | None:
         """``NAME`` or ``NAME_FILE`` (file content minus one trailing newline), not both."""
         direct = self.environ.get(name)
@@ -106,18 +176,9 @@ class _Collector:
             )
             return None
         if path:
-            try:
-                # Bytes, not read_text: universal newlines would turn "\r" into "\n".
-                content = Path(path).read_bytes().decode("utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-                self.problem(
-                    file_var,
-                    f"cannot read {path}: {reason}",
-                    "mount the secret file there, readable by this user",
-                )
-                return None
-            return Secret(content.removesuffix("\n"))
+            content = self.file_text(file_var, path, SECRET_FILE_MAX_BYTES,
+                                     "mount the secret file there, readable by this user")
+            return Secret(content.removesuffix("\n")) if content is not None else None
         return Secret(direct) if direct else None
 
     def boolean(self, name: str) -> bool:
@@ -315,11 +376,8 @@ def _load_overrides(collector: _Collector, path_text: str | None) -> Mapping[str
     from ruamel.yaml.error import YAMLError
 
     name = "ONERUN_CONFIG"
-    try:
-        text = Path(path_text).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        collector.problem(name, f"cannot read {path_text}: {reason}", "mount the file there")
+    text = collector.file_text(name, path_text, CONFIG_FILE_MAX_BYTES, "mount the file there")
+    if text is None:
         return {}
     flatten = "write plain values: the packaged service configs nest 3 levels at most"
     try:
