@@ -192,7 +192,7 @@ def remotes_stamp(tree: Path, release: Version | None) -> str | None:
 
 
 def observe_image(layout: Layout) -> ImageFacts:
-    versions = read_image_versions(layout.opennebula_rb, layout.database_schema_rb)
+    versions = read_image_versions(layout.release_files(), layout.database_schema_rb)
     return ImageFacts(
         versions=versions,
         installed_services=installed_services(layout),

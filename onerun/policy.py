@@ -410,7 +410,9 @@ def _image_notes(obs: Observation, layout: Layout) -> list[Action]:
     notes: list[Action] = []
     if obs.image.versions.release is None:
         notes.append(Check("image version", "skipped",
-                           f"{layout.opennebula_rb} is absent: OpenNebula's release is unknown"))
+                           f"neither {layout.opennebula_version_rb} (7.2+) nor "
+                           f"{layout.opennebula_rb} (7.0) holds VERSION: OpenNebula's release "
+                           "is unknown"))
     absent = [name for name in SERVICE_NAMES if name not in obs.image.installed_services]
     if absent:
         notes.append(Check("services", "note",

@@ -107,13 +107,13 @@ def test_bad_strings_are_refused(text: str) -> None:
 def test_image_versions_from_stand_in_files(tmp_path: Path) -> None:
     write_image_versions(tmp_path, "7.4.1", "7.4.0")
     layout = Layout(tmp_path)
-    found = read_image_versions(layout.opennebula_rb, layout.database_schema_rb)
+    found = read_image_versions(layout.release_files(), layout.database_schema_rb)
     assert found == ImageVersions(v("7.4.1"), v("7.4.0"), v("7.4.0"))
 
 
 def test_image_versions_absent_files_are_none(tmp_path: Path) -> None:
     layout = Layout(tmp_path)
-    found = read_image_versions(layout.opennebula_rb, layout.database_schema_rb)
+    found = read_image_versions(layout.release_files(), layout.database_schema_rb)
     assert found == ImageVersions(None, None, None)
 
 
@@ -122,7 +122,7 @@ def test_image_versions_from_realistic_ruby(tmp_path: Path) -> None:
     layout.database_schema_rb.parent.mkdir(parents=True)
     layout.opennebula_rb.write_text(OPENNEBULA_RB)
     layout.database_schema_rb.write_text(DATABASE_SCHEMA_RB)
-    found = read_image_versions(layout.opennebula_rb, layout.database_schema_rb)
+    found = read_image_versions(layout.release_files(), layout.database_schema_rb)
     assert str(found.release) == "7.0.2"
     assert str(found.db_version) == "7.0.0"
     assert str(found.local_db_version) == "7.0.0"
@@ -134,7 +134,7 @@ def test_file_without_the_constant_gives_none(tmp_path: Path) -> None:
     layout.opennebula_rb.write_text("module OpenNebula\n    # no version here\nend\n")
     layout.database_schema_rb.write_text(
         'class OneDBBacKEnd\n    LATEST_DB_VERSION = "7.4.0"\nend\n')
-    found = read_image_versions(layout.opennebula_rb, layout.database_schema_rb)
+    found = read_image_versions(layout.release_files(), layout.database_schema_rb)
     assert found == ImageVersions(None, v("7.4.0"), None)
 
 
