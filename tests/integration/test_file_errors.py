@@ -96,3 +96,11 @@ def test_volume_directory_owned_by_root_names_the_volume_ownership(
     assert_names_a_fix(code, output, dot_one, "9869")
     assert list(dot_one.iterdir()) == []
     assert not (user_root / "run/onerun/supervisord.conf").exists()
+
+
+def test_image_directory_that_cannot_be_searched_names_the_image_build(
+        user_root: Path, oneadmin_user: pwd.struct_passwd) -> None:
+    """/usr/share/one itself closed to this user: even finding etc-dist fails."""
+    (user_root / "usr/share/one").chmod(0o700)
+    code, output = run_as_oneadmin(user_root, oneadmin_user, "render")
+    assert_names_a_fix(code, output, user_root / "usr/share/one/etc-dist", "image")
