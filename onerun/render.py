@@ -217,12 +217,12 @@ def render_configs(settings: Settings, layout: Layout) -> list[Action]:
     """The actions writing the whole /etc/one tree; raises SettingsError on bad overrides,
     UnsafeStateError when the image's pristine copy cannot be read."""
     source = layout.etc_dist
-    if not source.is_dir():
-        raise UnsafeStateError(f"{source} (the pristine OpenNebula configs) is missing",
-                               _FIX_ETC_DIST)
     try:
+        if not source.is_dir():
+            raise UnsafeStateError(f"{source} (the pristine OpenNebula configs) is missing",
+                                   _FIX_ETC_DIST)
         return _render_tree(settings, layout, source)
-    except OSError as error:
+    except OSError as error:  # is_dir() too: it raises when a parent cannot be searched
         raise file_error(error, f"reading the image's pristine configs in {source}",
                          layout, source) from error
 
