@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ci.versions import DISTRIBUTION, REPO_URL, Fetch, fetch_url, packages_url
 from onerun.layout import SERVICE_AUTH_FILES
-from onerun.versions import Version, read_image_versions
+from onerun.versions import Version, read_db_versions
 
 # What docker/Dockerfile installs from OpenNebula's repository (opennebula-form from 7.2).
 INSTALLED = (
@@ -38,7 +38,6 @@ RELATION_FIELDS = ("Pre-Depends", "Depends", "Recommends")
 PULLING_FIELDS = ("Pre-Depends", "Depends")  # --no-install-recommends
 ONEDB_DIR = "usr/lib/one/ruby/onedb/"
 SCHEMA_RB = "usr/lib/one/ruby/onedb/database_schema.rb"
-OPENNEBULA_RB = "usr/lib/one/ruby/opennebula.rb"
 DIFF_LINES = 200  # per file, so one reformatted config cannot drown the PR body
 
 _UNIT = re.compile(r"^(?:usr/)?lib/systemd/system/([^/]+\.(?:service|timer))$")
@@ -152,9 +151,7 @@ class Release:
         owner = self.all_files().get(SCHEMA_RB)
         if owner is None:
             return None, None
-        root = self.roots[owner]
-        versions = read_image_versions(root / OPENNEBULA_RB, root / SCHEMA_RB)
-        return versions.db_version, versions.local_db_version
+        return read_db_versions(self.roots[owner] / SCHEMA_RB)
 
     def auth_names(self) -> set[str]:
         """``*_auth`` names in oned and the Ruby servers: where service auth files live."""

@@ -181,7 +181,7 @@ def client_defaults_file(settings: Settings) -> Iterator[Path]:
     setting can override the account; the password never appears in argv.
     """
     password = settings.db_password.reveal() if settings.db_password is not None else ""
-    host = (settings.db_host or "localhost").strip("[]")
+    host = settings.db_host or "localhost"
     fd, name = tempfile.mkstemp(prefix="onerun-client-", suffix=".cnf")
     try:
         os.fchmod(fd, 0o600)

@@ -203,8 +203,17 @@ class Layout:
     # --- what the image installed ----------------------------------------------------
     @property
     def opennebula_rb(self) -> Path:
-        """Holds ``VERSION = '7.0.2'``: the image's exact release."""
+        """Holds ``VERSION = '7.0.2'`` up to 7.0.x; from 7.2.0 on it only requires version.rb."""
         return self.path("/usr/lib/one/ruby/opennebula.rb")
+
+    @property
+    def opennebula_version_rb(self) -> Path:
+        """Holds ``VERSION`` from 7.2.0 on (src/oca/ruby/opennebula/version.rb@release-7.2.0)."""
+        return self.path("/usr/lib/one/ruby/opennebula/version.rb")
+
+    def release_files(self) -> tuple[Path, Path]:
+        """Where the image's release is read, first match wins: each release's own place."""
+        return (self.opennebula_version_rb, self.opennebula_rb)
 
     @property
     def database_schema_rb(self) -> Path:

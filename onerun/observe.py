@@ -11,10 +11,12 @@ import dataclasses
 import hashlib
 import json
 import os
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from onerun import oneconf
 from onerun.database import DbObservation, DbState, classify, wait_for_database
 from onerun.errors import DependencyUnavailable, SettingsError, UnsafeStateError
 from onerun.fsutil import running_as_root
@@ -88,11 +90,27 @@ class ProcessFacts:
 
 
 @dataclass(frozen=True)
+class HostnameFact:
+    """The name oned resolves at start, and whether it resolves here.
+
+    oned looks up only the system hostname (gethostname + getaddrinfo with AI_CANONNAME),
+    and only when oned.conf sets no HOSTNAME; failing that it exits
+    (src/nebula/Nebula.cc@7.0 and @7.4, Nebula::start).
+    """
+
+    configured: str | None  # oned.conf's HOSTNAME once rendered: then nothing is looked up
+    system: str  # gethostname()
+    canonical: str | None  # what getaddrinfo answered, as oned would log it
+    error: str | None  # why it did not resolve; None when it did (or was not looked up)
+
+
+@dataclass(frozen=True)
 class Observation:
     volume: VolumeFacts
     image: ImageFacts
     processes: ProcessFacts
     db: DbObservation
+    hostname: HostnameFact | None = None  # None: not observed (policy table tests)
 
 
 def _read_first_token(path: Path) -> Secret | None:
@@ -192,7 +210,7 @@ def remotes_stamp(tree: Path, release: Version | None) -> str | None:
 
 
 def observe_image(layout: Layout) -> ImageFacts:
-    versions = read_image_versions(layout.opennebula_rb, layout.database_schema_rb)
+    versions = read_image_versions(layout.release_files(), layout.database_schema_rb)
     return ImageFacts(
         versions=versions,
         installed_services=installed_services(layout),
@@ -219,6 +237,42 @@ def observe_processes(layout: Layout) -> ProcessFacts:
     )
 
 
+def _configured_hostname(settings: Settings, layout: Layout) -> str | None:
+    """oned.conf's HOSTNAME as render.py will write it: the setting, the override, or the
+    image's packaged value (commented out upstream)."""
+    if settings.hostname:
+        return settings.hostname
+    override = next((value for key, value in settings.overrides.get("oned", {}).items()
+                     if isinstance(key, str) and key.upper() == "HOSTNAME"), None)
+    if override is not None:
+        return str(override) or None
+    try:
+        packaged = oneconf.parse((layout.etc_dist / "oned.conf").read_text(
+            encoding="utf-8", errors="surrogateescape")).get("HOSTNAME")
+    except (OSError, oneconf.TemplateSyntaxError):
+        return None  # rendering reports an unreadable etc-dist with its own fix
+    return packaged if isinstance(packaged, str) and packaged else None
+
+
+def resolve_canonical(name: str) -> str:
+    """getaddrinfo(name) with AI_CANONNAME, as oned calls it; raises socket.gaierror."""
+    answers = socket.getaddrinfo(name, None, socket.AF_UNSPEC, 0, 0, socket.AI_CANONNAME)
+    return answers[0][3] or name
+
+
+def observe_hostname(settings: Settings, layout: Layout) -> HostnameFact:
+    """Look up what oned will look up at start (nothing when oned.conf sets HOSTNAME)."""
+    configured = _configured_hostname(settings, layout)
+    system = socket.gethostname()
+    if configured is not None:
+        return HostnameFact(configured, system, None, None)
+    try:
+        return HostnameFact(None, system, resolve_canonical(system), None)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else None
+        return HostnameFact(None, system, None, reason or str(exc))
+
+
 # Maintenance mode must come up even when the DB is what is broken, so it waits less.
 MAINTENANCE_DB_WAIT = 15.0
 
@@ -230,6 +284,7 @@ def observe(settings: Settings, layout: Layout, log: Callable[[str], None]) -> O
         image=observe_image(layout),
         processes=observe_processes(layout),
         db=observe_database(settings, layout, log),
+        hostname=observe_hostname(settings, layout),
     )
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from onerun.errors import EXIT_OK, UnsafeStateError
+from onerun.fileerrors import file_error
 from onerun.fsutil import atomic_write, chown_if_root, running_as_root
 from onerun.layout import Layout
 
@@ -43,6 +44,19 @@ class Action(Protocol):
     def apply(self, ctx: ApplyContext) -> None:
         """Make it so; doing it twice changes nothing more."""
         ...
+
+
+_DOING = {"ensure-dir": "creating or fixing the directory", "write": "writing",
+          "remove": "removing", "replace-tree": "copying the image's tree to",
+          "fix-owner": "giving oneadmin", "copy-ssh-keys": "copying SSH keys into",
+          "generate-ssh-key": "generating an SSH key at"}
+
+
+def _doing(step: dict[str, Any]) -> str:
+    """A plan step as the operator reads it in an error: what onerun was doing, and why."""
+    verb = _DOING.get(step["action"], f"applying step {step['action']} to")
+    why = f" ({step['why']})" if step.get("why") else ""
+    return f"{verb} {step.get('path', '')}{why}".replace("  ", " ")
 
 
 def _mode(mode: int) -> str:
@@ -234,11 +248,20 @@ class Plan:
         return steps
 
     def apply(self, ctx: ApplyContext) -> None:
-        """Apply every action in order; a refusal is raised before any of them runs."""
+        """Apply every action in order; a refusal is raised before any of them runs.
+
+        A file that cannot be read or written ends the start as a refusal naming the path,
+        the step and the likely fix (onerun/fileerrors.py), never as an unexpected error.
+        """
         if self.refusal is not None:
             raise self.refusal.error()
         for action in self.actions:
-            action.apply(ctx)
+            try:
+                action.apply(ctx)
+            except OSError as error:
+                step = action.describe()
+                path = Path(step["path"]) if step.get("path") else None
+                raise file_error(error, _doing(step), ctx.layout, path) from error
             step = action.describe()
             if isinstance(action, WriteFile) and action.quiet:
                 continue

@@ -405,12 +405,38 @@ def _precondition_refusal(settings: Settings, obs: Observation,
     return None
 
 
+def _hostname(obs: Observation, decision: Decision) -> None:
+    """oned exits at start when the system hostname does not resolve and oned.conf sets no
+    HOSTNAME (observe.HostnameFact): refuse first, naming the name and the fix."""
+    fact = obs.hostname
+    if fact is None:
+        return
+    if fact.configured is not None:
+        decision.actions.append(Check(
+            "hostname", "ok", f"oned.conf's HOSTNAME is {fact.configured}: oned looks no name "
+                              "up at start (hypervisors must reach it by that name)"))
+    elif fact.error is None:
+        decision.actions.append(Check(
+            "hostname", "ok", f"the system hostname {fact.system} resolves to "
+                              f"{fact.canonical}, which oned will use as HOSTNAME"))
+    else:
+        decision.refuse(
+            f"the container's hostname {fact.system!r} does not resolve ({fact.error}); "
+            "oned.conf sets no HOSTNAME, so oned would look it up at start and exit",
+            "set OPENNEBULA_HOSTNAME to the name or address the hypervisors reach this "
+            f"front-end by (oned then looks nothing up), or make {fact.system} resolvable "
+            f"in the container: `docker run --add-host {fact.system}:<address>`, or a "
+            "hostAliases entry in the pod spec (onerun never edits /etc/hosts)")
+
+
 def _image_notes(obs: Observation, layout: Layout) -> list[Action]:
     """What the image lacks (a bare test or demo root): said in the plan, not refused."""
     notes: list[Action] = []
     if obs.image.versions.release is None:
         notes.append(Check("image version", "skipped",
-                           f"{layout.opennebula_rb} is absent: OpenNebula's release is unknown"))
+                           f"neither {layout.opennebula_version_rb} (7.2+) nor "
+                           f"{layout.opennebula_rb} (7.0) holds VERSION: OpenNebula's release "
+                           "is unknown"))
     absent = [name for name in SERVICE_NAMES if name not in obs.image.installed_services]
     if absent:
         notes.append(Check("services", "note",
@@ -451,6 +477,9 @@ def _decide_start(
     blocked = _precondition_refusal(settings, obs, layout)
     if blocked is not None:
         return decision.refuse(*blocked)
+    _hostname(obs, decision)
+    if decision.refusal:
+        return decision
 
     state = obs.db.state
     decision.actions.append(Check("database", "ok", f"{state.name}: {obs.db.detail}"))

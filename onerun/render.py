@@ -23,6 +23,7 @@ import jinja2
 
 from onerun import oneconf, yamlconf
 from onerun.errors import Problem, SettingsError, UnsafeStateError
+from onerun.fileerrors import file_error
 from onerun.layout import Layout
 from onerun.plan import Action, Check, EnsureDirectory, WriteFile
 from onerun.settings import Settings
@@ -169,11 +170,19 @@ def _render_yaml(text: str, section: str, settings: Settings,
     return document.dump()
 
 
+def _raise(error: OSError) -> None:
+    raise error
+
+
 def _walk(source: Path) -> tuple[list[Path], list[Path]]:
-    """Directories and files of the tree, relative and sorted, so output is deterministic."""
+    """Directories and files of the tree, relative and sorted, so output is deterministic.
+
+    A directory that cannot be listed raises: skipping it (os.walk's default) would leave
+    its files silently out of /etc/one.
+    """
     directories: list[Path] = [Path()]
     files: list[Path] = []
-    for top, dirnames, filenames in os.walk(source):
+    for top, dirnames, filenames in os.walk(source, onerror=_raise):
         dirnames.sort()
         relative = Path(top).relative_to(source)
         directories.extend(relative / name for name in dirnames)
@@ -205,11 +214,20 @@ def _render_one(relative: Path, raw: bytes, settings: Settings,
 
 
 def render_configs(settings: Settings, layout: Layout) -> list[Action]:
-    """The actions writing the whole /etc/one tree; raises SettingsError on bad overrides."""
+    """The actions writing the whole /etc/one tree; raises SettingsError on bad overrides,
+    UnsafeStateError when the image's pristine copy cannot be read."""
     source = layout.etc_dist
-    if not source.is_dir():
-        raise UnsafeStateError(f"{source} (the pristine OpenNebula configs) is missing",
-                               _FIX_ETC_DIST)
+    try:
+        if not source.is_dir():
+            raise UnsafeStateError(f"{source} (the pristine OpenNebula configs) is missing",
+                                   _FIX_ETC_DIST)
+        return _render_tree(settings, layout, source)
+    except OSError as error:  # is_dir() too: it raises when a parent cannot be searched
+        raise file_error(error, f"reading the image's pristine configs in {source}",
+                         layout, source) from error
+
+
+def _render_tree(settings: Settings, layout: Layout, source: Path) -> list[Action]:
     directories, files = _walk(source)
     actions: list[Action] = []
     notes: list[Check] = []

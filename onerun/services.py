@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from onerun.critical import CRITICAL_PROGRAMS, CRITICAL_SERVICES, POST_START_PROGRAM
-from onerun.versions import Version, read_image_versions
+from onerun.versions import Version, read_release
 
 if TYPE_CHECKING:
     from onerun.layout import Layout
@@ -175,7 +175,7 @@ def installed_services(layout: Layout) -> frozenset[str]:
 
 def service_auth_files(layout: Layout) -> tuple[str, ...]:
     """The service auth files of the image under ``layout``."""
-    release = read_image_versions(layout.opennebula_rb, layout.database_schema_rb).release
+    release = read_release(layout.release_files())
     return service_auth_files_for(release, installed_services(layout))
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,13 @@ SECRET_VARIABLES = ("ONEADMIN_PASSWORD", "DB_PASSWORD", "ONE_KEY")
 TEMPLATE_SECTIONS = ("oned", "monitord")
 YAML_SECTIONS = ("oneflow", "onegate", "fireedge", "oneform", "onehem", "oneks")
 
+# ONERUN_CONFIG bounds: the packaged YAML configs nest 3 levels deep (7.0, 7.4).
+CONFIG_MAX_DEPTH = 32
+CONFIG_MAX_VALUES = 100_000
+
+SECRET_FILE_MAX_BYTES = 64 * 1024  # a password holds at most 256 bytes
+CONFIG_FILE_MAX_BYTES = 1024 * 1024  # a Kubernetes ConfigMap holds at most 1 MiB
+
 ONE_KEY_MIN_LENGTH = 32  # oned uses the first 32 bytes as an AES-256 key (reference 1.5)
 PASSWORD_MAX_BYTES = 256  # oned's core auth driver limit (reference 1.2)
 _PASSWORD_FORBIDDEN = frozenset('"\\\'')
@@ -37,6 +46,9 @@ _PASSWORD_FORBIDDEN = frozenset('"\\\'')
 _UNQUOTED_IDENTIFIER = re.compile(r"(?![0-9]+\Z)[0-9A-Za-z_]{1,64}")
 _DB_USER = re.compile(r"[A-Za-z0-9_.\-]{1,80}")
 _HOSTISH = re.compile(r"[A-Za-z0-9._:\-\[\]%]+")
+_HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9._\-]*[A-Za-z0-9_])?")  # or IPv4
+_BRACKETED = re.compile(r"\[([^\[\]]*)\](:[0-9]*)?")
+_NAME_AND_PORT = re.compile(r"[^:\[\]]+:[0-9]+")
 _ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9_]+")
 _DIGITS = re.compile(r"[0-9]+")
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -74,6 +86,57 @@ class Settings:
         return self.services is None or name in self.services
 
 
+class UnreadableFileError(Exception):
+    """Why a file named by a setting cannot be used; the message never holds its content."""
+
+
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def _not_regular(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
+    return f"not a regular file ({kind})"
+
+
+def read_regular_file(path: str, limit: int) -> bytes:
+    """The bytes of ``path`` when it is, after following links, a regular file of at most
+    ``limit`` bytes.
+
+    Why: a FIFO blocks the start in open() until a writer comes, and a device such as
+    /dev/zero never ends. Links are followed because Kubernetes mounts each secret as
+    ``name -> ..data/name`` with ``..data`` a link to the current copy.
+    """
+    try:
+        if reason := _not_regular(os.stat(path).st_mode):  # devices are never opened
+            raise UnreadableFileError(reason)
+        # O_NONBLOCK: should the path become a FIFO after the check, open() still returns.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UnreadableFileError(exc.strerror or type(exc).__name__) from exc
+    try:
+        if reason := _not_regular(os.fstat(fd).st_mode):
+            raise UnreadableFileError(reason)
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:  # st_size is not trusted (procfs files report 0)
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise UnreadableFileError(exc.strerror or type(exc).__name__) from exc
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise UnreadableFileError(f"larger than {limit} bytes")
+    return b"".join(chunks)
+
+
 class _Collector:
     """Reads variables and records problems instead of raising at the first one."""
 
@@ -88,6 +151,20 @@ class _Collector:
         value = self.environ.get(name)
         return value if value not in (None, "") else None
 
+    def file_text(self, variable: str, path: str, limit: int, fix: str) -> str | None:
+        """The UTF-8 text of the file ``variable`` names, or None after recording why not.
+
+        Decoded from bytes, not read in text mode: universal newlines would turn "\r"
+        into "\n" and change a secret.
+        """
+        try:
+            return read_regular_file(path, limit).decode("utf-8")
+        except UnreadableFileError as exc:
+            self.problem(variable, f"cannot read {path}: {exc}", fix)
+        except UnicodeDecodeError:
+            self.problem(variable, f"cannot read {path}: not UTF-8 text", fix)
+        return None
+
     def secret(self, name: str) -> Secret | None:
         """``NAME`` or ``NAME_FILE`` (file content minus one trailing newline), not both."""
         direct = self.environ.get(name)
@@ -99,18 +176,9 @@ class _Collector:
             )
             return None
         if path:
-            try:
-                # Bytes, not read_text: universal newlines would turn "\r" into "\n".
-                content = Path(path).read_bytes().decode("utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-                self.problem(
-                    file_var,
-                    f"cannot read {path}: {reason}",
-                    "mount the secret file there, readable by this user",
-                )
-                return None
-            return Secret(content.removesuffix("\n"))
+            content = self.file_text(file_var, path, SECRET_FILE_MAX_BYTES,
+                                     "mount the secret file there, readable by this user")
+            return Secret(content.removesuffix("\n")) if content is not None else None
         return Secret(direct) if direct else None
 
     def boolean(self, name: str) -> bool:
@@ -198,6 +266,44 @@ def _address(collector: _Collector, name: str, *, allow_auto: bool) -> str | Non
     return value
 
 
+def _ipv6(text: str) -> str | None:
+    """``text`` as one canonical IPv6 address (lower case, compressed), else None."""
+    try:
+        return str(ipaddress.IPv6Address(text))
+    except ValueError:
+        return None
+
+
+def _db_host(collector: _Collector) -> str | None:
+    """DB_HOST in the one form every client takes: a DNS name, IPv4, or bare IPv6.
+
+    oned passes SERVER to mysql_real_connect, which resolves it with getaddrinfo
+    (src/sql/MySqlDB.cc@7.4): "[::1]" fails there, "::1" works, and so it does for PyMySQL,
+    onedb's -S and mariadb-dump's option file. A port belongs in DB_PORT.
+    """
+    name = "DB_HOST"
+    value = collector.text(name)
+    if value is None:
+        return None
+    bracketed = _BRACKETED.fullmatch(value)
+    if _NAME_AND_PORT.fullmatch(value) or (bracketed is not None and bracketed.group(2)):
+        collector.problem(name, f"{value!r} contains a port",
+                          "put the host alone in DB_HOST and the port in DB_PORT")
+        return None
+    if bracketed is not None or ":" in value:
+        address = _ipv6(bracketed.group(1) if bracketed is not None else value)
+        if address is None:
+            collector.problem(name, f"{value!r} is not an IPv6 address",
+                              "use a DNS name, an IPv4 or an IPv6 address (brackets optional);"
+                              " a port goes in DB_PORT")
+        return address
+    if not _HOST_NAME.fullmatch(value):
+        collector.problem(name, f"{value!r} is not a host name or IP address",
+                          "use a DNS name or an IP address (letters, digits, . - _ only)")
+        return None
+    return value
+
+
 def _listen_address(collector: _Collector) -> str:
     value = collector.text("ONERUN_LISTEN_ADDRESS") or "0.0.0.0"  # noqa: S104
     try:
@@ -231,6 +337,37 @@ def _services(collector: _Collector) -> frozenset[str] | None:
     return frozenset(names & set(SERVICE_NAMES)) or None
 
 
+class _Unexpandable(Exception):
+    """ONERUN_CONFIG's data cannot be turned into plain, finite, shallow values."""
+
+
+class _Expander:
+    """Copies loaded YAML so no mapping or list is shared, bounded in depth and size.
+
+    ruamel writes an object met twice as an anchor and an alias (``&id001``/``*id001``),
+    which the Ruby services' YAML loader refuses; so aliases become plain copies here. The
+    bounds keep a self-referencing alias or an alias bomb from hanging or exhausting the
+    start, and keep every later recursive step (merge, dump) far from Python's limit.
+    """
+
+    def __init__(self) -> None:
+        self.budget = CONFIG_MAX_VALUES
+
+    def copy(self, value: Any, depth: int = 0) -> Any:
+        self.budget -= 1
+        if self.budget < 0:
+            raise _Unexpandable(f"expands to more than {CONFIG_MAX_VALUES} values "
+                                "(through YAML aliases)")
+        if not isinstance(value, dict | list):
+            return value
+        if depth >= CONFIG_MAX_DEPTH:
+            raise _Unexpandable(f"nests deeper than {CONFIG_MAX_DEPTH} levels (or a YAML alias "
+                                "refers to itself)")
+        if isinstance(value, dict):
+            return {key: self.copy(item, depth + 1) for key, item in value.items()}
+        return [self.copy(item, depth + 1) for item in value]
+
+
 def _load_overrides(collector: _Collector, path_text: str | None) -> Mapping[str, Any]:
     """Parse ONERUN_CONFIG into {section: overrides}, checking shape, not values."""
     if path_text is None:
@@ -239,18 +376,22 @@ def _load_overrides(collector: _Collector, path_text: str | None) -> Mapping[str
     from ruamel.yaml.error import YAMLError
 
     name = "ONERUN_CONFIG"
-    try:
-        text = Path(path_text).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        collector.problem(name, f"cannot read {path_text}: {reason}", "mount the file there")
+    text = collector.file_text(name, path_text, CONFIG_FILE_MAX_BYTES, "mount the file there")
+    if text is None:
         return {}
+    flatten = "write plain values: the packaged service configs nest 3 levels at most"
     try:
-        data = YAML(typ="safe", pure=True).load(text)
+        data = _Expander().copy(YAML(typ="safe", pure=True).load(text))
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         collector.problem(name, f"{path_text} is not valid YAML{where}", "fix the YAML syntax")
+        return {}
+    except RecursionError:  # the YAML parser itself recurses once per level
+        collector.problem(name, f"{path_text} nests too deep to read", flatten)
+        return {}
+    except _Unexpandable as exc:
+        collector.problem(name, f"{path_text} {exc}", flatten)
         return {}
     if data is None:
         return {}
@@ -365,7 +506,7 @@ def load_settings(environ: Mapping[str, str], root: str | Path | None = None) ->
     _check_one_key(c, one_key)
 
     backend = _db_backend(c)
-    db_host = _address(c, "DB_HOST", allow_auto=False)
+    db_host = _db_host(c)
     if backend == "mysql" and db_host is None and c.text("DB_HOST") is None:
         c.problem("DB_HOST", "is required when DB_BACKEND=mysql", "set it to the server's name")
     db_port = c.integer("DB_PORT", 3306, 1, 65535)

@@ -12,6 +12,7 @@ import os
 import sys
 from typing import Any
 
+from onerun.fileerrors import failed_path, file_error
 from onerun.layout import Layout
 from onerun.log import Logger
 from onerun.observe import observe
@@ -75,7 +76,13 @@ def print_plan(plan: Plan, layout: Layout, fmt: str) -> None:
 
 def prepare(settings: Settings, layout: Layout, log: Logger) -> Plan:
     """Observe (waiting for the DB), decide, and assemble the plan; changes nothing."""
-    observation = observe(settings, layout, log.info)
+    try:
+        observation = observe(settings, layout, log.info)
+    except OSError as error:
+        if failed_path(error) is None:
+            raise
+        raise file_error(error, "reading the volume and the image to decide what to do",
+                         layout) from error
     decision = decide(settings, observation, layout)
     return build_plan(settings, layout, decision)
 

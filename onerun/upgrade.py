@@ -55,7 +55,7 @@ def onedb_command(settings: Settings, layout: Layout) -> list[str]:
     command = [str(layout.binary(ONEDB)), "upgrade", "--no-backup"]
     if settings.db_backend == "sqlite":
         return [*command, "-s", str(layout.sqlite_db)]
-    host = (settings.db_host or "localhost").strip("[]")
+    host = settings.db_host or "localhost"
     return [*command, "-t", "mysql", "-S", host, "-P", str(settings.db_port),
             "-u", settings.db_user, "-d", settings.db_name]
 

@@ -6,6 +6,7 @@ Stdlib only: the probe and the start pipeline both read these files.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import total_ordering
 from pathlib import Path
@@ -74,16 +75,32 @@ class ImageVersions:
     local_db_version: Version | None
 
 
-def read_image_versions(opennebula_rb: Path, database_schema_rb: Path) -> ImageVersions:
-    """Read the release from opennebula.rb and the expected DB versions from onedb's schema."""
-    release = db = local = None
-    if opennebula_rb.is_file():
-        value = _ruby_constant(opennebula_rb.read_text(errors="replace"), "VERSION")
-        release = Version.parse(value) if value else None
-    if database_schema_rb.is_file():
-        text = database_schema_rb.read_text(errors="replace")
-        shared_value = _ruby_constant(text, "LATEST_DB_VERSION")
-        local_value = _ruby_constant(text, "LATEST_LOCAL_DB_VERSION")
-        db = Version.parse(shared_value) if shared_value else None
-        local = Version.parse(local_value) if local_value else None
-    return ImageVersions(release=release, db_version=db, local_db_version=local)
+def read_release(release_files: Sequence[Path]) -> Version | None:
+    """OpenNebula's ``VERSION`` from the first of ``release_files`` that assigns it.
+
+    The constant moved from opennebula.rb to opennebula/version.rb in 7.2.0; a file that
+    is absent, or present without the constant (7.2+'s opennebula.rb), is passed over.
+    """
+    for path in release_files:
+        if path.is_file():
+            value = _ruby_constant(path.read_text(errors="replace"), "VERSION")
+            if value:
+                return Version.parse(value)
+    return None
+
+
+def read_db_versions(database_schema_rb: Path) -> tuple[Version | None, Version | None]:
+    """(LATEST_DB_VERSION, LATEST_LOCAL_DB_VERSION) from onedb's schema file, None if absent."""
+    if not database_schema_rb.is_file():
+        return None, None
+    text = database_schema_rb.read_text(errors="replace")
+    shared = _ruby_constant(text, "LATEST_DB_VERSION")
+    local = _ruby_constant(text, "LATEST_LOCAL_DB_VERSION")
+    return (Version.parse(shared) if shared else None, Version.parse(local) if local else None)
+
+
+def read_image_versions(release_files: Sequence[Path], database_schema_rb: Path) -> ImageVersions:
+    """The release (see read_release) and the DB versions onedb's schema file expects."""
+    db, local = read_db_versions(database_schema_rb)
+    return ImageVersions(release=read_release(release_files), db_version=db,
+                         local_db_version=local)

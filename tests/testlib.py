@@ -41,14 +41,40 @@ def lay_out_etc_dist(root: Path, version: str) -> Path:
 
 
 def write_image_versions(root: Path, release: str, db_version: str) -> None:
-    """Stand-ins for the two Ruby files the image's OpenNebula version is read from."""
+    """Stand-ins for the Ruby files the image's OpenNebula versions are read from, laid out
+    as each release ships them: up to 7.0.x ``VERSION`` is in opennebula.rb; from 7.2.0 on
+    it is in opennebula/version.rb, which opennebula.rb only requires
+    (src/oca/ruby/opennebula.rb@release-7.2.0)."""
     ruby = root / "usr/lib/one/ruby"
     (ruby / "onedb").mkdir(parents=True, exist_ok=True)
-    (ruby / "opennebula.rb").write_text(f"module OpenNebula\n    VERSION = '{release}'\nend\n")
+    constant = f"module OpenNebula\n    VERSION = '{release}'\nend\n"
+    if tuple(int(part) for part in release.split(".")[:2]) >= (7, 2):
+        (ruby / "opennebula").mkdir(exist_ok=True)
+        (ruby / "opennebula/version.rb").write_text(constant)
+        (ruby / "opennebula.rb").write_text(
+            "require 'opennebula/version'\n\nmodule OpenNebula\nend\n")
+    else:
+        (ruby / "opennebula.rb").write_text(constant)
     (ruby / "onedb/database_schema.rb").write_text(
         "class OneDBBacKEnd\nend\n"
         f"LATEST_DB_VERSION = '{db_version}'\nLATEST_LOCAL_DB_VERSION = '{db_version}'\n"
     )
+
+
+BUILD = SHARED / "opennebula-build"
+RELEASE_FILES = ("usr/lib/one/ruby/opennebula.rb", "usr/lib/one/ruby/opennebula/version.rb")
+
+
+def extract_release_files(release: str, root: Path) -> list[str]:
+    """Copy the Ruby files that may hold ``VERSION`` out of the real tree of ``release``
+    (../shared/opennebula-build) into ``root``; returns the ones that release ships."""
+    tree = require_shared(BUILD / f"opennebula-{release}-debian12-amd64.tar.zst")
+    members = set(subprocess.run(["tar", "--zstd", "-tf", str(tree)], capture_output=True,
+                                 text=True, check=True).stdout.split())
+    shipped = [name for name in RELEASE_FILES if f"./{name}" in members]
+    subprocess.run(["tar", "--zstd", "-xf", str(tree), "-C", str(root),
+                    *(f"./{name}" for name in shipped)], check=True)
+    return shipped
 
 
 def grant_traverse(paths: list[Path]) -> list[tuple[Path, int]]:

@@ -44,7 +44,7 @@ def mysql_connect(settings: Settings, *, database: bool = True,
     (the login handshake included). Raises PyMySQL's errors unchanged: callers decide
     what a failure means.
     """
-    host = (settings.db_host or "localhost").strip("[]")  # "[::1]" is written for URLs
+    host = settings.db_host or "localhost"  # settings hold the bare form (no brackets)
     password = settings.db_password.reveal() if settings.db_password is not None else ""
     return pymysql.connect(
         host=host, port=settings.db_port, user=settings.db_user, password=password,

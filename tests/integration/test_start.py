@@ -431,3 +431,45 @@ def test_sigterm_during_the_wait_exits_fast(base_root: Path) -> None:
     assert time.monotonic() - sent < 2.0
     assert process.returncode == 143
     assert not (base_root / "var/lib/one").exists()
+
+
+# --- the hostname oned resolves at start ---------------------------------------------------
+
+UNRESOLVABLE = "onerun-test.invalid"  # RFC 6761: names under .invalid never resolve
+
+
+def run_with_hostname(scenario: Scenario, hostname: str, *, dry_run: bool) -> Any:
+    """`onerun start` in its own UTS namespace whose hostname is ``hostname``, as a container
+    started with `--hostname` gets (the machine's own hostname is left alone)."""
+    if subprocess.run(["unshare", "--uts", "true"], capture_output=True,
+                      check=False).returncode != 0:
+        pytest.skip("unshare --uts is not permitted here (needs root or user namespaces)")
+    argv = [sys.executable, "-m", "onerun", "start", "--root", str(scenario.root)]
+    if dry_run:
+        argv.append("--dry-run")
+    return subprocess.run(["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"',
+                           hostname, *argv], env=scenario.full_env(), capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_unresolvable_system_hostname_is_refused_before_oned_fails(base_root: Path) -> None:
+    """oned resolves the system hostname at start when oned.conf has no HOSTNAME
+    (src/nebula/Nebula.cc@7.0/@7.4) and exits 255 when it cannot: refuse first, with the fix."""
+    hosts = Path("/etc/hosts").read_bytes()
+    scenario = Scenario(base_root)
+    for dry_run in (True, False):
+        result = run_with_hostname(scenario, UNRESOLVABLE, dry_run=dry_run)
+        output = result.stdout + result.stderr
+        assert result.returncode == 3, output
+        assert UNRESOLVABLE in output
+        assert "OPENNEBULA_HOSTNAME" in output and "hostAliases" in output
+        assert "--add-host" in output
+    assert "decision: refuse" in run_with_hostname(scenario, UNRESOLVABLE, dry_run=True).stdout
+    assert not (base_root / "var/lib/one").exists() and not (base_root / "etc/one").exists()
+    assert Path("/etc/hosts").read_bytes() == hosts  # never edited
+
+    # With HOSTNAME in oned.conf, oned looks nothing up at start: the same container proceeds.
+    scenario.env["OPENNEBULA_HOSTNAME"] = "one.example.org"
+    proceeds = run_with_hostname(scenario, UNRESOLVABLE, dry_run=True)
+    assert proceeds.returncode == 0, proceeds.stdout + proceeds.stderr
+    assert "one.example.org" in proceeds.stdout

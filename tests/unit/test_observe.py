@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,10 +19,19 @@ from pathlib import Path
 import pytest
 from testlib import DB_FIXTURES, require_shared, write_image_versions
 
+from onerun import observe as observe_module
 from onerun.database import DbState
 from onerun.layout import Layout
 from onerun.marker import write_start_record
-from onerun.observe import observe, observe_image, observe_processes, observe_volume, stat_path
+from onerun.observe import (
+    HostnameFact,
+    observe,
+    observe_hostname,
+    observe_image,
+    observe_processes,
+    observe_volume,
+    stat_path,
+)
 from onerun.settings import load_settings
 from onerun.versions import Version
 
@@ -274,3 +284,48 @@ def test_observe_end_to_end_without_a_database(tmp_path: Path) -> None:
     obs = observe(load_settings({}, root=tmp_path), layout, lambda _line: None)
     assert obs.db.state is DbState.EMPTY
     assert not layout.sqlite_db.exists()  # observing must not create one.db
+
+
+# --- the hostname oned resolves at start -------------------------------------------------
+
+
+def _unresolvable(name: str) -> str:
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+
+def test_unresolvable_system_hostname_is_observed(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(observe_module.socket, "gethostname", lambda: "pod-0.invalid")
+    monkeypatch.setattr(observe_module, "resolve_canonical", _unresolvable)
+    fact = observe_hostname(load_settings({}), Layout(tmp_path))
+    assert fact == HostnameFact(None, "pod-0.invalid", None, "Name or service not known")
+
+
+def test_the_system_hostname_resolves_here(tmp_path: Path) -> None:
+    fact = observe_hostname(load_settings({}), Layout(tmp_path))
+    assert fact.configured is None and fact.error is None
+    assert fact.system == socket.gethostname() and fact.canonical
+
+
+@pytest.mark.parametrize(("env", "config", "packaged", "expected"), [
+    ({"OPENNEBULA_HOSTNAME": "one.example"}, None, None, "one.example"),
+    ({}, "oned: {hostname: from-config}\n", None, "from-config"),
+    ({}, "oned: {HOSTNAME: ''}\n", 'HOSTNAME = "packaged"\n', None),  # emptied on purpose
+    ({}, None, 'HOSTNAME = "packaged"\n', "packaged"),
+    ({}, None, '# HOSTNAME = "one-hostname"\n', None),  # upstream ships it commented out
+])
+def test_configured_hostname_means_nothing_is_looked_up(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        env: dict[str, str], config: str | None, *, packaged: str | None,
+        expected: str | None) -> None:
+    monkeypatch.setattr(observe_module, "resolve_canonical", _unresolvable)
+    if config is not None:
+        (tmp_path / "onerun.yaml").write_text(config)
+        env = {**env, "ONERUN_CONFIG": str(tmp_path / "onerun.yaml")}
+    layout = Layout(tmp_path)
+    if packaged is not None:
+        layout.etc_dist.mkdir(parents=True)
+        (layout.etc_dist / "oned.conf").write_text(packaged)
+    fact = observe_hostname(load_settings(env), layout)
+    assert fact.configured == expected
+    assert (fact.error is None) == (expected is not None)

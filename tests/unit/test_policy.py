@@ -13,7 +13,14 @@ from onerun.database import DbObservation, DbState
 from onerun.errors import EXIT_OK, EXIT_REFUSED
 from onerun.layout import Layout
 from onerun.marker import StartRecord
-from onerun.observe import ImageFacts, Observation, OwnedPath, ProcessFacts, VolumeFacts
+from onerun.observe import (
+    HostnameFact,
+    ImageFacts,
+    Observation,
+    OwnedPath,
+    ProcessFacts,
+    VolumeFacts,
+)
 from onerun.plan import (
     Check,
     EnsureDirectory,
@@ -80,8 +87,10 @@ def volume(*, one_key: str | None = None, one_auth: str | None = None,
 
 
 def observation(db_obs: Any, vol: VolumeFacts, *, image: ImageVersions = IMAGE_70,
-                lock: bool = False, oned: str | None = None) -> Observation:
+                lock: bool = False, oned: str | None = None,
+                hostname: HostnameFact | None = None) -> Observation:
     return Observation(
+        hostname=hostname,
         volume=vol,
         image=ImageFacts(image, installed_services=frozenset({"oned"}),
                          remotes_dist_stamp=STAMP_70, ssh_config_dist_present=True),
@@ -148,6 +157,17 @@ MATRIX = [
                                                   service_auth=ALL_70), lock=True,
                  oned="/var/lock/one/one exists and oned runs (pid 42)"),
      EXIT_REFUSED, "pid 42"),
+    ("system hostname does not resolve, no HOSTNAME", {},
+     observation(db(DbState.EMPTY), volume(),
+                 hostname=HostnameFact(None, "pod-0.invalid", None, "Name or service not known")),
+     EXIT_REFUSED, "pod-0.invalid"),
+    ("system hostname resolves", {},
+     observation(db(DbState.EMPTY), volume(), hostname=HostnameFact(None, "pod-0", "pod-0", None)),
+     EXIT_OK, None),
+    ("HOSTNAME in oned.conf: oned looks nothing up", {"OPENNEBULA_HOSTNAME": "one.example"},
+     observation(db(DbState.EMPTY), volume(),
+                 hostname=HostnameFact("one.example", "pod-0.invalid", None, None)),
+     EXIT_OK, None),
     ("a restore did not complete", {},
      observation(db(DbState.BOOTSTRAPPED), volume(one_key=KEY, one_auth=PASSWORD,
                                                   restore_failed="onedb upgrade failed")),
@@ -167,6 +187,34 @@ def test_fault_matrix(env: dict[str, str], obs: Observation, exit_code: int,
         assert needle in decision.refusal.reason + decision.refusal.fix
     else:
         assert decision.refusal is None
+
+
+def test_unresolvable_hostname_refusal_names_the_fixes() -> None:
+    fact = HostnameFact(None, "pod-0.invalid", None, "Name or service not known")
+    decision = decide(settings(), observation(db(DbState.EMPTY), volume(), hostname=fact),
+                      LAYOUT)
+    assert decision.refusal is not None
+    assert "Name or service not known" in decision.refusal.reason
+    for fix in ("OPENNEBULA_HOSTNAME", "--add-host pod-0.invalid:", "hostAliases"):
+        assert fix in decision.refusal.fix
+    assert not [a for a in decision.actions if isinstance(a, WriteFile | RemoveFile)]
+
+
+def test_hostname_check_is_in_the_plan() -> None:
+    fact = HostnameFact(None, "pod-0", "pod-0.cluster.local", None)
+    decision = decide(settings(), observation(db(DbState.EMPTY), volume(), hostname=fact),
+                      LAYOUT)
+    checks = {a.name: a for a in decision.actions if isinstance(a, Check)}
+    assert checks["hostname"].result == "ok"
+    assert "pod-0.cluster.local" in checks["hostname"].detail
+
+
+def test_unresolvable_hostname_is_a_note_in_maintenance_mode() -> None:
+    fact = HostnameFact(None, "pod-0.invalid", None, "Name or service not known")
+    decision = decide(settings(ONERUN_MAINTENANCE="1"),
+                      observation(db(DbState.EMPTY), volume(), hostname=fact), LAYOUT)
+    assert decision.refusal is None
+    assert any(isinstance(a, Check) and "pod-0.invalid" in a.detail for a in decision.actions)
 
 
 def _writes(decision: Any) -> dict[Path, WriteFile]:

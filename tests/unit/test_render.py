@@ -106,6 +106,26 @@ def test_sqlite_default_and_untouched_rest(make_root: MakeRoot, version: str) ->
 
 
 @pytest.mark.parametrize("version", UPSTREAM_VERSIONS)
+def test_ipv6_db_host_reaches_every_client_in_one_form(make_root: MakeRoot, version: str,
+                                                       tmp_path: Path) -> None:
+    """DB_HOST="[::1]": oned's SERVER, onedb's -S and mariadb-dump's option file all get the
+    bare address that mysql_real_connect and getaddrinfo accept."""
+    from onerun.backup import client_defaults_file
+    from onerun.upgrade import onedb_command
+
+    root = make_root(version)
+    env = {"DB_BACKEND": "mysql", "DB_HOST": "[::1]", "DB_PASSWORD": PASSWORD}
+    render_into(root, env)
+    rendered = read_db_vector_independently((root / "etc/one/oned.conf").read_text())
+    assert rendered["SERVER"] == "::1"
+    settings_ = load_settings(env, root=root)
+    argv = onedb_command(settings_, Layout(root))
+    assert argv[argv.index("-S") + 1] == "::1"
+    with client_defaults_file(settings_) as option_file:
+        assert "host=::1\n" in option_file.read_text()
+
+
+@pytest.mark.parametrize("version", UPSTREAM_VERSIONS)
 def test_mysql_vector_carries_the_password_exactly(make_root: MakeRoot, version: str) -> None:
     root = make_root(version)
     actions = render_into(root, {"DB_BACKEND": "mysql", "DB_HOST": "db",
@@ -188,6 +208,42 @@ oneflow:
     flow = yamlconf.load((root / "etc/one/oneflow-server.conf").read_text()).data
     assert flow[":port"] == 2475 and flow[":host"] == "0.0.0.0"
     assert flow[":log"][":level"] == 0 and flow[":log"][":system"] == "file"
+
+
+def anchors_and_aliases(text: str) -> list[str]:
+    """Every anchor or alias in ``text``, read from the YAML event stream itself."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.events import AliasEvent
+
+    found = []
+    for event in YAML(typ="safe", pure=True).parse(text):
+        if isinstance(event, AliasEvent) or getattr(event, "anchor", None):
+            found.append(f"{type(event).__name__} {event.anchor}")
+    return found
+
+
+@pytest.mark.parametrize("version", UPSTREAM_VERSIONS)
+def test_yaml_anchors_in_onerun_config_are_expanded(make_root: MakeRoot, version: str,
+                                                     tmp_path: Path) -> None:
+    """Ruby's YAML.safe_load refuses aliases: the rendered file must hold plain copies."""
+    root = make_root(version)
+    config = write_config(tmp_path, """\
+oneflow:
+  ":log": &log {":level": 0, ":system": std}
+  ":extra": {":log": *log, ":list": &list [a, b]}
+  ":again": *list
+fireedge:
+  log: *log
+  other: *log
+""")
+    render_into(root, {"ONERUN_CONFIG": config})
+    text = (root / "etc/one/oneflow-server.conf").read_text()
+    assert anchors_and_aliases(text) == []
+    flow = yamlconf.load(text).data
+    assert flow[":log"] == {":level": 0, ":system": "std"}
+    assert flow[":extra"][":log"] == {":level": 0, ":system": "std"}
+    assert flow[":extra"][":list"] == ["a", "b"] and flow[":again"] == ["a", "b"]
+    assert anchors_and_aliases((root / "etc/one/fireedge-server.conf").read_text()) == []
 
 
 @pytest.mark.parametrize(("version", "path"), [("7.0.0", (":host",)),

@@ -8,6 +8,9 @@ so "not in the message" cannot pass by accident.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -184,6 +187,76 @@ def test_empty_secret_file_is_refused(name: str, tmp_path: Path) -> None:
     path = tmp_path / "secret"
     path.write_text("\n")
     only_problem({f"{name}_FILE": str(path)}, name)
+
+
+def load_in_a_child(environ: dict[str, str], memory: int = 512 << 20) -> tuple[int, str]:
+    """load_settings(environ) in a child process, bounded in time and address space: a
+    secret file that hangs or never ends must fail this test, never the machine."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    code = ("import sys\nfrom onerun.errors import SettingsError\n"
+            "from onerun.settings import load_settings\n"
+            "try:\n    load_settings(dict(__import__('os').environ))\n"
+            "except SettingsError as exc:\n    print(exc)\n    sys.exit(exc.exit_code)\n")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **environ}
+    try:
+        result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                text=True, timeout=10, check=False, preexec_fn=limit)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"reading the settings hung: {environ}")
+    return result.returncode, result.stdout + result.stderr
+
+
+def kubernetes_projected_volume(base: Path, name: str, target: str | None = None) -> Path:
+    """A Secret volume as the kubelet lays it out: name -> ..data/name, ..data -> ..<stamp>/."""
+    stamp = base / "..2024_05_01_12_00_00.123456789"
+    stamp.mkdir(parents=True)
+    if target is None:
+        (stamp / name).write_text(GOOD_KEY + "\n")
+    else:
+        (stamp / name).symlink_to(target)
+    (base / "..data").symlink_to(stamp.name)
+    (base / name).symlink_to(f"..data/{name}")
+    return base / name
+
+
+@pytest.mark.parametrize("name", SECRETS)
+def test_secret_file_through_kubernetes_symlinks_is_read(name: str, tmp_path: Path) -> None:
+    path = kubernetes_projected_volume(tmp_path / "secret-volume", "value")
+    assert getattr(load_settings({f"{name}_FILE": str(path)}), name.lower()).reveal() == GOOD_KEY
+
+
+@pytest.mark.parametrize("name", SECRETS)
+@pytest.mark.parametrize("through_links", [False, True])
+def test_fifo_as_secret_file_is_refused_without_hanging(name: str, through_links: bool,
+                                                         tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    path = kubernetes_projected_volume(tmp_path / "v", "value", str(fifo)) if through_links \
+        else fifo
+    code, output = load_in_a_child({f"{name}_FILE": str(path)})
+    assert code == 2, output
+    assert f"{name}_FILE" in output and "not a regular file" in output
+
+
+@pytest.mark.parametrize("name", SECRETS)
+def test_endless_device_as_secret_file_is_refused(name: str) -> None:
+    code, output = load_in_a_child({f"{name}_FILE": "/dev/zero"})
+    assert code == 2, output
+    assert f"{name}_FILE" in output and "not a regular file" in output
+
+
+@pytest.mark.parametrize("name", SECRETS)
+def test_huge_secret_file_is_refused_by_size(name: str, tmp_path: Path) -> None:
+    path = tmp_path / "huge"
+    with path.open("wb") as handle:
+        handle.truncate(1 << 30)  # sparse: 1 GiB of zeros that take no disk
+    code, output = load_in_a_child({f"{name}_FILE": str(path)}, memory=256 << 20)
+    assert code == 2, output
+    assert f"{name}_FILE" in output and "larger than" in output
 
 
 def test_secrets_never_appear_in_repr_or_str() -> None:
@@ -365,9 +438,27 @@ def test_valid_db_host(host: str) -> None:
     assert load_settings({**MYSQL, "DB_HOST": host}).db_host == host
 
 
-@pytest.mark.parametrize("host", ["db host", "db;rm", "db\n", "$(id)", "db/x", "d'b"])
+@pytest.mark.parametrize("host", ["db host", "db;rm", "db\n", "$(id)", "db/x", "d'b", "[db]",
+                                  "[::1", "::1]", "[10.0.0.7]", "db:", ":3306", "a:b:c", "[]"])
 def test_invalid_db_host_is_refused(host: str) -> None:
     only_problem({**MYSQL, "DB_HOST": host}, "DB_HOST")
+
+
+@pytest.mark.parametrize(("raw", "host"), [("[::1]", "::1"), ("::1", "::1"),
+                                           ("[fd00:0:0::7]", "fd00::7"), ("FD00::7", "fd00::7"),
+                                           ("[fe80::1%eth0]", "fe80::1%eth0")])
+def test_ipv6_db_host_has_one_form_without_brackets(raw: str, host: str) -> None:
+    # oned hands SERVER to mysql_real_connect, which resolves it with getaddrinfo: a bare
+    # address works there, "[::1]" does not (src/sql/MySqlDB.cc@7.4).
+    assert load_settings({**MYSQL, "DB_HOST": raw}).db_host == host
+
+
+@pytest.mark.parametrize("host", ["db:3306", "10.0.0.7:3306", "[::1]:3306",
+                                  "mariadb.one.svc:3307"])
+def test_a_port_in_db_host_is_refused_naming_db_port(host: str) -> None:
+    problem = only_problem({**MYSQL, "DB_HOST": host}, "DB_HOST")
+    assert "port" in problem.rule
+    assert "DB_PORT" in problem.fix
 
 
 @pytest.mark.parametrize(("raw", "port"), [("1", 1), ("3306", 3306), ("65535", 65535),
@@ -445,6 +536,46 @@ def config(tmp_path: Path):  # type: ignore[no-untyped-def]
         return {"ONERUN_CONFIG": str(path), **extra}
 
     return write
+
+
+def nested(depth: int, style: str) -> str:
+    """ONERUN_CONFIG text with one oneflow value nested ``depth`` levels deep."""
+    if style == "flow":
+        return "oneflow:\n  k: " + "[" * depth + "1" + "]" * depth + "\n"
+    lines = ["oneflow:\n"] + [" " * (i + 1) + f"k{i}:\n" for i in range(depth)]
+    return "".join(lines) + " " * (depth + 1) + "v\n"
+
+
+@pytest.mark.parametrize("style", ["flow", "block"])
+@pytest.mark.parametrize("depth", [40, 300, 5000])
+def test_deeply_nested_config_is_a_settings_error(config, depth: int,  # type: ignore[no-untyped-def]
+                                                   style: str) -> None:
+    problem = only_problem(config(nested(depth, style)), "ONERUN_CONFIG")
+    assert "deep" in problem.rule
+
+
+def test_config_nested_a_few_levels_is_fine(config) -> None:  # type: ignore[no-untyped-def]
+    assert load_settings(config(nested(8, "block"))).overrides["oneflow"]["k0"]["k1"]
+
+
+@pytest.mark.parametrize("text", [
+    "oneflow:\n  a: &a [*a]\n",  # an alias inside its own anchor: endless
+    "oneflow:\n  a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+    + "".join(f"  {n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n"
+              for p, n in zip("abcdefg", "bcdefgh", strict=True)),  # 10**8 copies when expanded
+])
+def test_aliases_that_cannot_be_expanded_are_a_settings_error(  # type: ignore[no-untyped-def]
+        config, text: str) -> None:
+    only_problem(config(text), "ONERUN_CONFIG")
+
+
+def test_deep_config_exits_2_through_the_cli(config) -> None:  # type: ignore[no-untyped-def]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **config(nested(5000, "flow"))}
+    result = subprocess.run([sys.executable, "-m", "onerun", "render", "--root", "/nonexistent"],
+                            env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "ONERUN_CONFIG" in result.stderr
+    assert "RecursionError" not in result.stderr and "unexpected" not in result.stderr
 
 
 def test_config_with_every_section(config) -> None:  # type: ignore[no-untyped-def]

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from testlib import write_image_versions
+from testlib import RELEASE_FILES, extract_release_files, write_image_versions
 
 from onerun.layout import Layout
+from onerun.observe import observe_image
 from onerun.versions import ImageVersions, Version, read_image_versions
 
 # Handwritten in the shape of OpenNebula's src/oca/ruby/opennebula.rb (licence header,
@@ -106,13 +107,13 @@ def test_bad_strings_are_refused(text: str) -> None:
 def test_image_versions_from_stand_in_files(tmp_path: Path) -> None:
     write_image_versions(tmp_path, "7.4.1", "7.4.0")
     layout = Layout(tmp_path)
-    found = read_image_versions(layout.opennebula_rb, layout.database_schema_rb)
+    found = read_image_versions(layout.release_files(), layout.database_schema_rb)
     assert found == ImageVersions(v("7.4.1"), v("7.4.0"), v("7.4.0"))
 
 
 def test_image_versions_absent_files_are_none(tmp_path: Path) -> None:
     layout = Layout(tmp_path)
-    found = read_image_versions(layout.opennebula_rb, layout.database_schema_rb)
+    found = read_image_versions(layout.release_files(), layout.database_schema_rb)
     assert found == ImageVersions(None, None, None)
 
 
@@ -121,7 +122,7 @@ def test_image_versions_from_realistic_ruby(tmp_path: Path) -> None:
     layout.database_schema_rb.parent.mkdir(parents=True)
     layout.opennebula_rb.write_text(OPENNEBULA_RB)
     layout.database_schema_rb.write_text(DATABASE_SCHEMA_RB)
-    found = read_image_versions(layout.opennebula_rb, layout.database_schema_rb)
+    found = read_image_versions(layout.release_files(), layout.database_schema_rb)
     assert str(found.release) == "7.0.2"
     assert str(found.db_version) == "7.0.0"
     assert str(found.local_db_version) == "7.0.0"
@@ -133,5 +134,42 @@ def test_file_without_the_constant_gives_none(tmp_path: Path) -> None:
     layout.opennebula_rb.write_text("module OpenNebula\n    # no version here\nend\n")
     layout.database_schema_rb.write_text(
         'class OneDBBacKEnd\n    LATEST_DB_VERSION = "7.4.0"\nend\n')
-    found = read_image_versions(layout.opennebula_rb, layout.database_schema_rb)
+    found = read_image_versions(layout.release_files(), layout.database_schema_rb)
     assert found == ImageVersions(None, v("7.4.0"), None)
+
+
+def files_holding_version(root: Path) -> set[str]:
+    """Which of the candidate Ruby files under ``root`` assign OpenNebula's VERSION."""
+    return {name for name in RELEASE_FILES
+            if (root / name).is_file() and "VERSION = '" in (root / name).read_text()}
+
+
+@pytest.mark.parametrize(("release", "holder"), [
+    ("7.0.0", "usr/lib/one/ruby/opennebula.rb"),
+    ("7.4.0", "usr/lib/one/ruby/opennebula/version.rb"),
+])
+def test_release_read_from_the_real_tree(tmp_path: Path, release: str, holder: str) -> None:
+    """7.0.x keeps VERSION in opennebula.rb; from 7.2.0 on only opennebula/version.rb has it."""
+    extract_release_files(release, tmp_path)
+    assert files_holding_version(tmp_path) == {holder}
+    assert observe_image(Layout(tmp_path)).versions.release == v(release)
+
+
+@pytest.mark.parametrize("release", ["7.0.0", "7.4.0"])
+def test_stand_in_layout_is_the_real_layout(tmp_path: Path, release: str) -> None:
+    real, stand_in = tmp_path / "real", tmp_path / "stand-in"
+    real.mkdir()
+    extract_release_files(release, real)
+    write_image_versions(stand_in, release, release)
+    assert files_holding_version(stand_in) == files_holding_version(real)
+    assert observe_image(Layout(stand_in)).versions.release == v(release)
+
+
+def test_a_74_image_stamps_its_remotes_with_its_release(tmp_path: Path) -> None:
+    """A 7.4 image's remotes were stamped ``unknown+<digest>``: the release must be known."""
+    write_image_versions(tmp_path, "7.4.0", "7.4.0")
+    layout = Layout(tmp_path)
+    (layout.remotes_dist / "im").mkdir(parents=True)
+    (layout.remotes_dist / "VERSION").write_text("7.4.0\n")
+    stamp = observe_image(layout).remotes_dist_stamp
+    assert stamp is not None and stamp.startswith("7.4.0+")
