@@ -12,17 +12,20 @@
 The engine is podman (its Docker-compatible API serves testcontainers) or Docker; images are
 built with ``--pull=never``. ``python -m ci.testimages`` builds whatever is missing and prints
 the tags; the container tests call :func:`ensure` too, so either order works.
+``python -m ci.testimages engine`` starts podman's API service for testcontainers.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +42,8 @@ BASE_PACKAGES = ("ca-certificates", "python3")
 # them too, or pip and apt over HTTPS fail inside the builds. Part of the base's identity.
 LOCAL_CAS = Path("/usr/local/share/ca-certificates")
 REPOSITORY = "localhost/onerun-test"
+CONTAINERS_CONF = PROJECT / "tests" / "containers" / "containers.conf"
+PODMAN_SOCKET = Path("/run/podman/podman.sock")
 
 
 class ImageBuildError(RuntimeError):
@@ -58,8 +63,41 @@ def engine_cli() -> str:
     """podman where installed (this project's machines), else docker (GitHub runners)."""
     for name in ("podman", "docker"):
         if shutil.which(name):
+            if name == "podman":
+                os.environ.setdefault("CONTAINERS_CONF", str(CONTAINERS_CONF))
             return name
     raise ImageBuildError("neither podman nor docker is installed")
+
+
+def _answers(socket_path: Path) -> bool:
+    # By name: mypy would take the repository's docker/ directory for the package.
+    docker = importlib.import_module("docker")
+    try:
+        docker.DockerClient(base_url=f"unix://{socket_path}", timeout=5).ping()
+    except Exception:  # not there yet, or not an engine
+        return False
+    return True
+
+
+def ensure_podman_service(socket_path: Path = PODMAN_SOCKET, timeout: float = 30.0) -> str:
+    """podman's Docker-compatible API (testcontainers' engine here), started when it does
+    not answer yet; the DOCKER_HOST value to use. Needs root: it is the machine's engine."""
+    url = f"unix://{socket_path}"
+    if _answers(socket_path):
+        return url
+    engine_cli()  # sets CONTAINERS_CONF for the service
+    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    log = (CACHE / "podman-service.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        subprocess.Popen(["podman", "system", "service", "--time=0", url], stdout=out,
+                         stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not _answers(socket_path):
+        if time.monotonic() > deadline:
+            raise ImageBuildError(f"podman's API did not answer at {url}; see {log}")
+        time.sleep(0.2)
+    return url
 
 
 def tree_versions(trees: Path = TREES) -> list[str]:
@@ -200,7 +238,15 @@ def ensure(trees: Path = TREES, log: Path | None = None) -> TestImages:
     return TestImages(base=base, frontends=frontends, mariadb=build_mariadb(cli, base, log))
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    """``engine``: start podman's API service (prints DOCKER_HOST); no argument: build."""
+    if argv == ["engine"]:
+        try:
+            print(ensure_podman_service())
+        except ImageBuildError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        return 0
     reason = missing_inputs_reason()
     if reason is not None:
         print(f"no test images: {reason}", file=sys.stderr)
@@ -216,4 +262,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

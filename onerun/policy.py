@@ -437,6 +437,9 @@ def _image_notes(obs: Observation, layout: Layout) -> list[Action]:
                            f"neither {layout.opennebula_version_rb} (7.2+) nor "
                            f"{layout.opennebula_rb} (7.0) holds VERSION: OpenNebula's release "
                            "is unknown"))
+    else:
+        notes.append(Check("image version", "ok",
+                           f"the image runs OpenNebula {obs.image.versions.release}"))
     absent = [name for name in SERVICE_NAMES if name not in obs.image.installed_services]
     if absent:
         notes.append(Check("services", "note",

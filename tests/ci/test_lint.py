@@ -30,8 +30,9 @@ def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
                           timeout=120, check=False)
 
 
-def test_dockerfile_is_hadolint_clean() -> None:
-    result = run([tool("hadolint"), "--no-color", "docker/Dockerfile"])
+@pytest.mark.parametrize("path", ["docker/Dockerfile", "tests/containers/mariadb/Containerfile"])
+def test_dockerfiles_are_hadolint_clean(path: str) -> None:
+    result = run([tool("hadolint"), "--no-color", path])
     assert result.returncode == 0, result.stdout + result.stderr
 
 

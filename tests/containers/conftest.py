@@ -14,6 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+# Ryuk, testcontainers' reaper, is an image to pull, which these machines cannot: every
+# test removes what it made itself (tier.Engine). Set before testcontainers reads its config.
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
 import pytest
 import tier
 

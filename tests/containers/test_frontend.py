@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import tier
@@ -51,6 +52,9 @@ def test_sqlite_first_install_then_restart_on_the_same_volume(
 
     tier.wait_until(first, ["onerun", "probe", "startup"], READY, "startup probe")
     tier.wait_ready(first, READY)
+    # The release is read as the image's OpenNebula ships it (7.2+: opennebula/version.rb).
+    plan = first.exec_run(["onerun", "start", "--dry-run"]).output.decode()
+    assert f"the image runs OpenNebula {images.current_version}" in plan, plan
     shown = tier.exec_ok(first, ["oneuser", "show", "0"])
     assert "oneadmin" in shown
     tier.exec_ok(first, ["oneflow", "list"])
@@ -182,3 +186,22 @@ def test_sigterm_right_after_the_hand_off_stops_cleanly(
     code, seconds = tier.wait_exit(box, tier.STOP_BUDGET + 30)
     assert code == 0, tier.logs(box)[-3000:]
     assert seconds <= tier.STOP_BUDGET
+
+
+def test_an_unresolvable_hostname_is_refused_with_the_fix(
+    engine: tier.Engine, images: TierImages, pod: tier.Pod, tmp_path: Path
+) -> None:
+    # Plain `docker run --hostname X` without a matching /etc/hosts entry, and no
+    # OPENNEBULA_HOSTNAME: oned would look X up at start and exit 255.
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n")
+    hosts.chmod(0o644)
+    front = tier.chart_frontend({"database": {"type": "sqlite"}}, OPENNEBULA_HOSTNAME="")
+    container = tier.frontend_container(engine, images.current, pod, front, engine.volume())
+    container.with_volume_mapping(str(hosts), "/etc/hosts", "ro")
+    box = engine.start(container)
+    code, _ = tier.wait_exit(box, 120)
+    text = tier.logs(box)
+    assert code == 3, text[-3000:]
+    assert front.hostname in text and "OPENNEBULA_HOSTNAME" in text, text[-3000:]
+    assert "supervisord" not in text

@@ -193,7 +193,7 @@ def chart_install(values: dict[str, Any], **env: str) -> tuple[Frontend, Databas
     pod = rendered.get("StatefulSet", chartlib.FULLNAME)["spec"]["template"]["spec"]
     security = pod["securityContext"]
     merged = {**runtime.env, "ONERUN_SERVICES": TREE_SERVICES, **env}
-    hostname = merged["OPENNEBULA_HOSTNAME"].partition(".")[0]
+    hostname = runtime.env["OPENNEBULA_HOSTNAME"].partition(".")[0]  # the pod's name
     front = Frontend(merged, dict(runtime.files), dict(runtime.empty_dirs), runtime.data_path,
                      security["runAsUser"], security["runAsGroup"], security["fsGroup"],
                      hostname)
