@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import helm_python as helm
 import pytest
 from chartlib import Rendered, container, env, render
 
@@ -42,6 +43,10 @@ EVERYTHING_ON: dict[str, Any] = {
 
 def test_the_long_release_names_have_the_lengths_they_claim() -> None:
     assert [len(n) for n in LONG_NAMES.values()] == [45, 45, 53]
+    for name in LONG_NAMES.values():
+        helm.validate_release_name(name)  # Helm accepts them all
+    with pytest.raises(helm.HelmError):
+        helm.validate_release_name(LONG_NAMES["53 characters (Helm's maximum)"] + "x")
 
 
 def check_names(rendered: Rendered) -> None:
