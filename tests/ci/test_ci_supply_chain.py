@@ -332,3 +332,15 @@ def test_renovate_pins_and_updates_the_actions() -> None:
     ubuntu = next(r for r in config["packageRules"]
                   if "docker.io/library/ubuntu" in r.get("matchPackageNames", []))
     assert ubuntu["enabled"] is False and "digest" not in ubuntu["matchUpdateTypes"]
+
+
+def test_the_release_docs_show_the_verification_of_what_the_workflows_sign() -> None:
+    text = (PROJECT / "docs" / "release.md").read_text()
+    for workflow in ("build.yml", "release-chart.yml"):
+        assert "cosign sign --yes" in (PROJECT / ".github" / "workflows" / workflow).read_text()
+        identity = f'.github/workflows/{workflow}@refs/heads/main"'
+        assert identity in text, f"docs/release.md: no cosign verify for {workflow}'s identity"
+    for command in ("cosign verify \"$IMAGE", "cosign verify-attestation --type spdxjson",
+                    "gh attestation verify \"oci://$IMAGE", "gh attestation verify opennebula-",
+                    "helm verify opennebula-"):
+        assert command in text, command
