@@ -282,9 +282,11 @@ def test_every_base_image_is_pinned_by_digest() -> None:
 
 
 def test_the_image_runs_as_oneadmin_by_default() -> None:
-    text = DOCKERFILE.read_text()
-    final_stage = text[text.rindex("\nFROM "):]
-    users = re.findall(r"^USER (\S+)$", final_stage, re.MULTILINE)
+    """The stage whose entrypoint is `onerun start` (the released image) ends as uid 9869."""
+    stages = re.split(r"^(?=FROM )", DOCKERFILE.read_text(), flags=re.MULTILINE)
+    runtime = [s for s in stages if 'ENTRYPOINT ["onerun", "start"]' in s]
+    assert len(runtime) == 1, "one stage has onerun start as its entrypoint"
+    users = re.findall(r"^USER (\S+)$", runtime[0], re.MULTILINE)
     assert users and users[-1] == "9869", "the runtime stage's last USER must be 9869"
 
 
