@@ -65,9 +65,9 @@ def chart() -> helm.Chart:
     return helm.Chart.load(CHART_DIR)
 
 
-def render(values: dict[str, Any] | None = None) -> Rendered:
-    """What `helm install one -n cloud` would render offline with ``values``."""
-    return parse(chart().render(values, name=RELEASE, namespace=NAMESPACE, is_install=True))
+def render(values: dict[str, Any] | None = None, name: str = RELEASE) -> Rendered:
+    """What `helm install <name> -n cloud` would render offline with ``values``."""
+    return parse(chart().render(values, name=name, namespace=NAMESPACE, is_install=True))
 
 
 def render_error(values: dict[str, Any]) -> str:

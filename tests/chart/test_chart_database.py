@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 from chartlib import (
+    CHART_DIR,
     FULLNAME,
     NAMESPACE,
     container,
@@ -12,6 +15,7 @@ from chartlib import (
     secret_item_behind,
     secret_value,
 )
+from ruamel.yaml import YAML
 
 
 def test_sqlite_runs_embedded_with_no_database_server() -> None:
@@ -29,7 +33,7 @@ def test_bundled_mariadb_is_the_default_on_the_official_image() -> None:
     rendered = render()
     name = f"{FULLNAME}-mariadb"
     db = container(rendered, name, "mariadb")
-    assert db["image"] == "docker.io/library/mariadb:11.4"
+    assert re.fullmatch(r"docker\.io/library/mariadb:11\.4@sha256:[0-9a-f]{64}", db["image"])
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert db[probe]["exec"]["command"] == [
             "healthcheck.sh",
@@ -149,3 +153,29 @@ def test_mariadb_existing_secret_is_used_by_both_pods() -> None:
 def test_release_namespace_is_used_for_in_cluster_names() -> None:
     hostname = env(container(render()))["OPENNEBULA_HOSTNAME"]
     assert hostname == f"$(POD_NAME).{FULLNAME}-headless.{NAMESPACE}.svc.cluster.local"
+
+
+READ_COMMITTED = "--transaction-isolation=READ-COMMITTED"
+
+
+def test_bundled_mariadb_runs_with_the_isolation_opennebula_asks_for() -> None:
+    """OpenNebula's MySQL/MariaDB setup sets READ COMMITTED (docs.opennebula.io, Database
+    Setup); the server default is REPEATABLE-READ."""
+    db = container(render(), f"{FULLNAME}-mariadb", "mariadb")
+    assert db["args"] == [READ_COMMITTED]
+    extra = container(render({"database": {"mariadb": {"extraArgs": ["--max-connections=300"]}}}),
+                      f"{FULLNAME}-mariadb", "mariadb")
+    assert extra["args"] == [READ_COMMITTED, "--max-connections=300"]
+
+
+def test_an_empty_mariadb_tag_is_refused_not_rendered_as_an_invalid_image() -> None:
+    message = render_error({"database": {"mariadb": {"image": {"tag": ""}}}})
+    assert "/database/mariadb/image/tag" in message
+
+
+def test_artifacthub_lists_the_images_the_chart_runs() -> None:
+    meta = YAML(typ="safe", pure=True).load((CHART_DIR / "Chart.yaml").read_text())
+    images = YAML(typ="safe", pure=True).load(meta["annotations"]["artifacthub.io/images"])
+    listed = {i["name"]: i["image"] for i in images}
+    assert listed["mariadb"] == container(render(), f"{FULLNAME}-mariadb", "mariadb")["image"]
+    assert listed["opennebula"] == container(render())["image"]

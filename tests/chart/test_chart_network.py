@@ -12,7 +12,10 @@ def ports(service: dict[str, Any]) -> dict[str, tuple[int, str]]:
     return {p["name"]: (p["port"], p["protocol"]) for p in service["spec"]["ports"]}
 
 
-def test_main_service_exposes_every_front_end_port() -> None:
+DOCKERFILE = CHART_DIR.parents[1] / "docker" / "Dockerfile"
+
+
+def test_main_service_exposes_the_ports_of_the_services_the_image_installs() -> None:
     service = render().get("Service", FULLNAME)
     assert ports(service) == {
         "fireedge": (2616, "TCP"),
@@ -21,13 +24,28 @@ def test_main_service_exposes_every_front_end_port() -> None:
         "oneflow": (2474, "TCP"),
         "onegate": (5030, "TCP"),
         "oneform": (13013, "TCP"),
-        "oneks": (10780, "TCP"),
     }
     subset = render({"opennebula": {"services": ["oned", "fireedge", "oneflow"]}})
     assert not {"oneform", "oneks"} & ports(subset.get("Service", FULLNAME)).keys()
     assert "oneform" in ports(
         render({"opennebula": {"services": ["oned", "oneform"]}}).get("Service", FULLNAME)
     )
+
+
+def test_oneks_is_exposed_only_when_asked_for() -> None:
+    """OneKS ships in its own package, opennebula-ks (OpenNebula's OneKS docs: `apt install
+    opennebula-ks`), which the image does not install: its port is closed unless an image
+    built with it lists oneks in opennebula.services."""
+    assert "opennebula-ks" not in DOCKERFILE.read_text()
+    default = render({"networkPolicy": {"enabled": True}})
+    assert "oneks" not in ports(default.get("Service", FULLNAME))
+    containers = default.get("StatefulSet", FULLNAME)["spec"]["template"]["spec"]["containers"]
+    assert "oneks" not in {p["name"] for p in containers[0]["ports"]}
+    api_rule = default.get("NetworkPolicy", FULLNAME)["spec"]["ingress"][0]
+    policy_ports = {p["port"] for p in api_rule["ports"]}
+    assert "oneks" not in policy_ports and "fireedge" in policy_ports
+    asked = render({"opennebula": {"services": ["oned", "oneks"]}})
+    assert ports(asked.get("Service", FULLNAME))["oneks"] == (10780, "TCP")
 
 
 def test_headless_service_governs_the_statefulset() -> None:
@@ -147,3 +165,10 @@ def test_readme_values_table_lists_every_value() -> None:
 
     missing = leaves(chart().values) - documented
     assert missing == set(), f"README values table misses: {sorted(missing)}"
+
+
+def test_an_enabled_ingress_needs_at_least_one_host() -> None:
+    """`hosts: []` would render `rules: null`, an Ingress that routes nothing."""
+    message = render_error({"ingress": {"enabled": True, "hosts": []}})
+    assert "/ingress/hosts" in message
+    assert not render({"ingress": {"enabled": False, "hosts": []}}).all("Ingress")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import tarfile
+from pathlib import Path
 from typing import Any
 
 import helm_python as helm
 import kubernetes_validate
 import pytest
-from chartlib import CHART_DIR, KUBE_VERSION, render
+from chartlib import CHART_DIR, KUBE_VERSION, chart, render
+from ruamel.yaml import YAML
 
 # Custom resources have no schema in kubernetes-validate: they are skipped by name, and only
 # these. HTTPRoute is the Gateway API's (a CRD installed with the Gateway implementation).
@@ -133,3 +136,30 @@ def test_only_the_httproute_is_skipped_as_a_crd() -> None:
         "ServiceAccount",
         "Pod",
     }
+
+
+# The values files `ct install` installs on the kind cluster (build.yml, job chart).
+CT_VALUES = {p.name: YAML(typ="safe", pure=True).load(p.read_text()) or {}
+             for p in sorted((CHART_DIR / "ci").glob("*-values.yaml"))}
+
+
+def test_ct_install_covers_the_bundled_mariadb_and_sqlite() -> None:
+    default_type = chart().values["database"]["type"]
+    types = {name: (values.get("database") or {}).get("type", default_type)
+             for name, values in CT_VALUES.items()}
+    assert types == {"default-values.yaml": "mariadb", "sqlite-values.yaml": "sqlite"}
+    assert CT_VALUES["default-values.yaml"] == {}  # the defaults, as `helm install` gives them
+
+
+@pytest.mark.parametrize("name", sorted(CT_VALUES))
+def test_ct_values_lint_cleanly(name: str) -> None:
+    report = helm.lint(CHART_DIR, CT_VALUES[name], strict=True, kube_version=f"v{KUBE_VERSION}.0")
+    assert report["errors"] == [] and report["messages"] == [], report
+
+
+def test_the_packaged_chart_leaves_the_ct_values_out(tmp_path: Path) -> None:
+    archive = helm.package(CHART_DIR, destination=tmp_path)
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert "opennebula/values.yaml" in names
+    assert not [n for n in names if n.startswith("opennebula/ci/")]

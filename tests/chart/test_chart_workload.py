@@ -165,8 +165,9 @@ def test_writable_places_the_image_needs_are_mounted() -> None:
     assert mounts["/var/lib/one"] == "data"
     claim = render().get("StatefulSet", FULLNAME)["spec"]["volumeClaimTemplates"][0]
     assert claim["metadata"]["name"] == "data"
-    for path in ("/etc/one", "/var/log/one", "/run", "/run/lock", "/tmp"):
+    for path in ("/etc/one", "/var/log/one", "/run", "/run/lock", "/tmp", "/var/tmp"):
         assert "emptyDir" in volumes[mounts[path]], path
+    assert mounts["/var/tmp"] != mounts["/tmp"]
     assert volumes[mounts["/var/log/one"]]["emptyDir"]["sizeLimit"] == "1Gi"
 
 
@@ -298,3 +299,20 @@ def test_pdb_is_opt_in() -> None:
     pdb = render({"podDisruptionBudget": {"enabled": True}}).get("PodDisruptionBudget", FULLNAME)
     assert pdb["spec"]["maxUnavailable"] == 0
     assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "frontend"
+
+
+def test_pods_are_managed_in_parallel_so_a_broken_pod_can_be_rolled_back() -> None:
+    """With OrderedReady the controller waits for a broken pod-0 to become Ready before it
+    applies the reverted template (Kubernetes' "forced rollback" case); the field is
+    immutable, so it is set from the first install on."""
+    rendered = render()
+    policies = {s["metadata"]["name"]: s["spec"]["podManagementPolicy"]
+                for s in rendered.all("StatefulSet")}
+    assert policies == {FULLNAME: "Parallel", f"{FULLNAME}-mariadb": "Parallel"}
+
+
+def test_notes_warn_when_nothing_is_persisted() -> None:
+    assert "persistence.enabled" not in render().notes
+    notes = render({"persistence": {"enabled": False}}).notes
+    warning = notes[notes.index("WARNING: persistence.enabled is false"):]
+    assert "emptyDir" in warning and "one_key" in warning

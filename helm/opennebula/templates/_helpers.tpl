@@ -4,15 +4,21 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/*
+The front-end StatefulSet's name, and the prefix of every other name. At most 52 characters:
+the StatefulSet's pods carry the label controller-revision-hash=<name>-<10-character hash>,
+and a label value longer than 63 characters keeps the pods from being created. Names that
+already fit are unchanged.
+*/}}
 {{- define "opennebula.fullname" -}}
 {{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" }}
 {{- else }}
 {{- $name := default .Chart.Name .Values.nameOverride }}
 {{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- .Release.Name | trunc 52 | trimSuffix "-" }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -47,8 +53,9 @@ app.kubernetes.io/component: mariadb
 {{- printf "%s-headless" (include "opennebula.fullname" . | trunc 54 | trimSuffix "-") }}
 {{- end }}
 
+{{/* The bundled MariaDB's StatefulSet and Service: within 52 characters, as above. */}}
 {{- define "opennebula.mariadb.fullname" -}}
-{{- printf "%s-mariadb" (include "opennebula.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- printf "%s-mariadb" (include "opennebula.fullname" . | trunc 44 | trimSuffix "-") }}
 {{- end }}
 
 {{- define "opennebula.serviceAccountName" -}}
@@ -128,11 +135,17 @@ Arguments: (list $ secretName key explicitValue length).
 {{- printf "%s.%s.svc.%s" (include "opennebula.headlessName" .) .Release.Namespace .Values.clusterDomain }}
 {{- end }}
 
-{{/* Whether an optional service's port is exposed: listed, or the list is empty (all installed). */}}
+{{/*
+Whether an optional service's port is exposed: listed, or the list is empty (every service the
+image installs). OneKS comes in its own package (opennebula-ks) that the image does not
+install, so its port is opened only when opennebula.services lists it.
+*/}}
 {{- define "opennebula.serviceOn" -}}
 {{- $services := index . 0 }}
 {{- $name := index . 1 }}
-{{- if or (empty $services) (has $name $services) }}true{{ end }}
+{{- if has $name $services }}true
+{{- else if and (empty $services) (ne $name "oneks") }}true
+{{- end }}
 {{- end }}
 
 {{/*
