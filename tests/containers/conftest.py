@@ -3,8 +3,9 @@ removes every container and volume the test made, also after a failure.
 
 Where the tier cannot run (no engine, or no ../shared/opennebula-build to build the images
 from), it skips with the reason; REQUIRE_CONTAINERS=1 (make test, .ci/run) turns that skip
-into a failure. BOOT_IMAGE / BOOT_PREVIOUS_IMAGE (the release workflow) replace the images
-built from the trees.
+into a failure. BOOT_IMAGE and BOOT_PREVIOUS_IMAGE (build.yml: the release image and the
+last released one, X.Y.Z tags) replace the images built from the trees; only MariaDB and
+the helper image are built then, over TEST_BASE_IMAGE.
 """
 
 from __future__ import annotations
@@ -37,11 +38,11 @@ class TierImages:
     """The image under test, the one an upgrade starts from, MariaDB, and the helper."""
 
     current: str
-    previous: str
+    previous: str | None  # None: a first release, nothing to upgrade from
     mariadb: str
     helper: str
     current_version: str
-    previous_version: str
+    previous_version: str | None
 
 
 @pytest.fixture(scope="session")
@@ -58,15 +59,17 @@ def docker_client() -> Any:
 def images(docker_client: Any) -> TierImages:
     """Built here from ../shared/opennebula-build (the newest release is the current one),
     or the release workflow's BOOT_IMAGE and BOOT_PREVIOUS_IMAGE (X.Y.Z tags)."""
-    boot, boot_previous = os.environ.get("BOOT_IMAGE"), os.environ.get("BOOT_PREVIOUS_IMAGE")
-    if not (boot and boot_previous):
+    release = boot_test.Images.from_env() if os.environ.get("BOOT_IMAGE") else None
+    if release is None:
         reason = testimages.missing_inputs_reason()
         if reason is not None:
             unavailable(reason)
     built = testimages.ensure()
-    if boot and boot_previous:
-        return TierImages(boot, boot_previous, built.mariadb, built.base,
-                          boot.rpartition(":")[2], boot_previous.rpartition(":")[2])
+    if release is not None:
+        previous = release.previous
+        return TierImages(release.current, previous, built.mariadb, built.base,
+                          release.current.rpartition(":")[2],
+                          previous.rpartition(":")[2] if previous else None)
     versions = sorted(built.frontends, key=lambda v: tuple(int(p) for p in v.split(".")))
     current, previous = versions[-1], versions[0]
     return TierImages(built.frontends[current], built.frontends[previous], built.mariadb,

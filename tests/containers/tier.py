@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import io
+import os
 import re
 import sys
 import tarfile
@@ -192,7 +193,10 @@ def chart_install(values: dict[str, Any], **env: str) -> tuple[Frontend, Databas
     runtime = chartlib.frontend_runtime(rendered)
     pod = rendered.get("StatefulSet", chartlib.FULLNAME)["spec"]["template"]["spec"]
     security = pod["securityContext"]
-    merged = {**runtime.env, "ONERUN_SERVICES": TREE_SERVICES, **env}
+    # Images built from the trees run what the trees can run; a release image (BOOT_IMAGE)
+    # runs every service, as the chart leaves it.
+    trees = {} if os.environ.get("BOOT_IMAGE") else {"ONERUN_SERVICES": TREE_SERVICES}
+    merged = {**runtime.env, **trees, **env}
     hostname = runtime.env["OPENNEBULA_HOSTNAME"].partition(".")[0]  # the pod's name
     front = Frontend(merged, dict(runtime.files), dict(runtime.empty_dirs), runtime.data_path,
                      security["runAsUser"], security["runAsGroup"], security["fsGroup"],
