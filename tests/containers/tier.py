@@ -314,14 +314,13 @@ def run_seconds(container: Any) -> float:
     """How long the ended container ran, by the engine's own clock."""
     container.reload()
     state = container.attrs["State"]
-    started, finished = (datetime.fromisoformat(_trim_nanos(state[k]))
-                         for k in ("StartedAt", "FinishedAt"))
+    started, finished = (parse_stamp(state[k]) for k in ("StartedAt", "FinishedAt"))
     return (finished - started).total_seconds()
 
 
-def _trim_nanos(stamp: str) -> str:
-    """RFC 3339 with nanoseconds (Go) as Python's fromisoformat takes it."""
-    return re.sub(r"(\.\d{6})\d*", r"\1", stamp.replace("Z", "+00:00"))
+def parse_stamp(stamp: str) -> datetime:
+    """An engine's RFC 3339 time with nanoseconds (Go's format)."""
+    return datetime.fromisoformat(re.sub(r"(\.\d{6})\d*", r"\1", stamp.replace("Z", "+00:00")))
 
 
 def wait_for_log(container: Any, needle: str, timeout: float) -> float:
