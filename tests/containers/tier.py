@@ -92,13 +92,15 @@ class Engine:
         self.run_helper(script, {name: "/v"}, archive.getvalue())
         return name
 
-    def run_helper(self, script: str, mounts: dict[str, str], archive: bytes | None = None) -> str:
+    def run_helper(self, script: str, mounts: dict[str, str], archive: bytes | None = None,
+                   image: str | None = None) -> str:
         """Run ``script`` as root in a throwaway container with ``mounts`` ({volume: path}),
         after unpacking ``archive`` into the first mount. podman's archive upload fails now
         and then ("broken pipe"): a fresh helper tries again."""
         for attempt in range(3):
             helper = self.client.containers.create(
-                self.helper_image, ["/bin/sh", "-ec", script], user="0", network_mode="none",
+                image or self.helper_image, [script], entrypoint=["/bin/sh", "-ec"], user="0",
+                network_mode="none",
                 volumes={v: {"bind": p, "mode": "rw"} for v, p in mounts.items()},
             )
             try:
