@@ -146,7 +146,8 @@ def test_a_failing_migrator_is_restored_and_refused_again_without_losing_backups
     engine: tier.Engine, images: TierImages, pod: tier.Pod, releases: tuple[str, str]
 ) -> None:
     old, new = releases
-    front, database = tier.chart_install({}, DB_HOST="127.0.0.1")
+    # Keep only one automatic backup: a failure path must prune nothing, manual backups least.
+    front, database = tier.chart_install({}, DB_HOST="127.0.0.1", ONERUN_BACKUP_KEEP="1")
     assert database is not None
     db = engine.start(tier.mariadb_container(engine, images.mariadb, pod, database,
                                              engine.volume(owner="0:0", mode="0755")))
@@ -155,6 +156,12 @@ def test_a_failing_migrator_is_restored_and_refused_again_without_losing_backups
     box = engine.start(tier.frontend_container(engine, old, pod, front, volume))
     tier.wait_ready(box, READY)
     stop(box)
+    manual = tier.frontend_container(engine, old, pod, front, volume,
+                                     entrypoint=["onerun", "backup"])
+    code, _ = tier.wait_exit(engine.start(manual), 120)
+    assert code == 0
+    kept = backups(engine, volume)
+    assert len(kept) == 1, kept
     # The 7.0 -> 7.2 migrator rebuilds user_quotas from each row's body: without that
     # column onedb upgrade fails half-way (src/onedb/local/7.0.0_to_7.2.0.rb, feature_951).
     root = database.files["/etc/mariadb-secret/root-password"].content.decode()
@@ -165,7 +172,6 @@ def test_a_failing_migrator_is_restored_and_refused_again_without_losing_backups
     before = mariadb_dump(db, database)
 
     refusals: list[str] = []
-    kept: list[str] = []
     for _ in range(2):
         box = engine.start(tier.frontend_container(engine, new, pod, front, volume))
         code, _ = tier.wait_exit(box, READY)

@@ -226,9 +226,10 @@ def empty_dirs(engine: Engine, front: Frontend) -> dict[str, str]:
 
 def frontend_container(engine: Engine, image: str, pod: Pod, front: Frontend,
                        data_volume: str, *, scratch: dict[str, str] | None = None,
-                       ) -> DockerContainer:
+                       entrypoint: list[str] | None = None) -> DockerContainer:
     """The front-end container of ``front`` in ``pod`` on ``data_volume``; ``scratch`` are
-    the emptyDir volumes of a container that restarts in the same pod."""
+    the emptyDir volumes of a container that restarts in the same pod; ``entrypoint`` runs
+    another onerun command in the same setting (``onerun backup``)."""
     by_dir: dict[str, dict[str, Any]] = {}
     for path, item in front.files.items():
         posix = PurePosixPath(path)
@@ -241,6 +242,7 @@ def frontend_container(engine: Engine, image: str, pod: Pod, front: Frontend,
         security_opt=["no-new-privileges"],
         hostname=front.hostname,
         network_mode=pod.network_mode,
+        **({"entrypoint": entrypoint} if entrypoint else {}),
     )
     # emptyDirs are empty, writable volumes (podman's tmpfs would copy the image's directory
     # in and keep its owner and mode); "nocopy": a PVC never holds the image's files either.
