@@ -14,6 +14,10 @@ from conftest import TierImages
 
 READY = 600.0  # a schema upgrade on a loaded 2-core machine
 PASSPHRASE = "upgrade-me-unchanged"  # an encrypted USER attribute (oned.conf USER_ENCRYPTED_ATTR)
+# Enough quota rows for several seconds of migration on these machines.
+BULK_SQL = ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 60000) "
+            "INSERT INTO user_quotas (user_oid, body) SELECT 1000 + i, "
+            "(SELECT body FROM user_quotas WHERE user_oid = 0) FROM n")
 KVMRC_LINE = "# an operator setting kept across upgrades"
 
 
@@ -184,3 +188,32 @@ def test_a_failing_migrator_is_restored_and_refused_again_without_losing_backups
         assert now and set(kept) <= set(now), f"a backup was deleted: {kept} -> {now}"
         kept = now
     assert refusals[0] == refusals[1]
+
+
+def test_sigterm_during_onedb_upgrade_leaves_a_database_the_next_start_upgrades(
+    engine: tier.Engine, images: TierImages, pod: tier.Pod, releases: tuple[str, str]
+) -> None:
+    old, new = releases
+    front = tier.chart_frontend({"database": {"type": "sqlite"}})
+    volume = engine.volume()
+    box = engine.start(tier.frontend_container(engine, old, pod, front, volume))
+    tier.wait_ready(box, READY)
+    stop(box)
+    # Quota rows of many users make the 7.0 -> 7.2 migrator (user_quotas, feature_951) take
+    # seconds: long enough to be stopped in the middle.
+    engine.run_helper(f'sqlite3 /v/one.db "{BULK_SQL}"', {volume: "/v"}, image=new)
+
+    box = engine.start(tier.frontend_container(engine, new, pod, front, volume))
+    tier.wait_for_log(box, "onedb upgrade", 300)
+    box.kill(signal="SIGTERM")
+    code, seconds = tier.wait_exit(box, 90)
+    text = tier.logs(box)
+    assert code == 143, text[-3000:]
+    assert seconds <= 90 - tier.STOP_BUDGET, "the pod's grace period would SIGKILL it"
+    assert "restore-failed" not in text
+
+    box = engine.start(tier.frontend_container(engine, new, pod, front, volume))
+    tier.wait_ready(box, READY)
+    assert "<NAME>oneadmin</NAME>" in str(tier.api(box, front.password, "one.user.info", 0))
+    plan = box.exec_run(["onerun", "start", "--dry-run"]).output.decode()
+    assert f"matches the image ({images.current_version})" in plan, plan
