@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import xmlrpc.client
 from collections.abc import Callable, Iterator
@@ -264,3 +265,47 @@ def test_maintenance_still_needs_supervisord(tmp_path: Path) -> None:
     code, out = liveness(tmp_path / "root")
     assert code == 1
     assert "supervisord is not running" in out
+
+
+def test_an_oned_whose_api_stays_silent_is_dead_only_after_the_threshold(
+        supervisord: Callable[..., Supervisord], tmp_path: Path) -> None:
+    """A wedged oned: its port accepts (the kernel queues connections in the backlog)
+    but nothing ever answers. Not alive once the API has been silent for the threshold,
+    never before; the state lives in a small file under the runtime directory."""
+    root = tmp_path / "root"
+    sup = supervisord({"oned": running(root, "oned")})
+    sup.wait_for({"oned": "RUNNING"})
+    while sup.uptime("oned") < 2:
+        time.sleep(0.2)
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as wedged:  # never accept()s
+        port = wedged.getsockname()[1]
+        args = ("--grace", "1", "--api-threshold", "4", "--timeout", "1")
+        code, out = liveness(root, *args, xmlrpc_port=port)
+        assert code == 0, out
+        assert "has not answered" in out
+        state = root / "run/onerun/liveness.json"
+        assert state.is_file()
+        time.sleep(2)
+        code, out = liveness(root, *args, xmlrpc_port=port)
+        assert code == 0, out  # 2 s of silence, the threshold is 4
+        time.sleep(3)
+        code, out = liveness(root, *args, xmlrpc_port=port)
+        assert code == 1
+        assert "its API has answered nothing for" in out and "threshold 4 s" in out
+
+    # oned answers again (any XML-RPC answer counts): alive, and the count starts over.
+    from xmlrpc.server import SimpleXMLRPCServer
+
+    server = SimpleXMLRPCServer(("127.0.0.1", 0), logRequests=False, allow_none=True)
+    server.register_function(lambda *args: [False, "[one.user.info] not authorized", 0x100],
+                             "one.user.info")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        code, out = liveness(root, *args, xmlrpc_port=port)
+        assert code == 0, out
+        assert "API answered" in out
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -250,3 +250,61 @@ def test_event_listener_accepts_root_like_every_command(tmp_path: Path) -> None:
     result = CliRunner().invoke(supervise_events_command,
                                 ["--root", str(tmp_path), "--critical", "oned"], input=b"")
     assert (result.exit_code, result.output) == (0, "READY\n")
+
+
+def test_log_files_are_never_created_or_opened_through_a_link(tmp_path: Path) -> None:
+    """/var/log/one belongs to oneadmin: as root, following a link planted there would
+    create, open or chown any file oneadmin names."""
+    from onerun.supervisor import EnsureLogFile
+
+    log_dir = tmp_path / "var/log/one"
+    log_dir.mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (log_dir / "oned.log").symlink_to(elsewhere / "created-through-the-link")
+    (elsewhere / "existing").write_text("kept\n")
+    (log_dir / "monitor.log").symlink_to(elsewhere / "existing")
+    messages: list[str] = []
+    ctx = ApplyContext(Layout(tmp_path), os.getuid(), os.getgid(), messages.append)
+    for name in ("oned.log", "monitor.log"):
+        EnsureLogFile(log_dir / name).apply(ctx)
+    assert not (elsewhere / "created-through-the-link").exists()
+    assert (elsewhere / "existing").read_text() == "kept\n"
+    assert (log_dir / "oned.log").is_symlink() and (log_dir / "monitor.log").is_symlink()
+    assert len(messages) == 2 and all("link" in message for message in messages)
+
+
+def test_a_fifo_in_place_of_a_log_file_does_not_block_the_start(tmp_path: Path) -> None:
+    from onerun.supervisor import EnsureLogFile
+
+    fifo = tmp_path / "oned.log"
+    os.mkfifo(fifo)
+    messages: list[str] = []
+    ctx = ApplyContext(Layout(tmp_path), os.getuid(), os.getgid(), messages.append)
+    worker = threading.Thread(target=EnsureLogFile(fifo).apply, args=(ctx,), daemon=True)
+    worker.start()
+    worker.join(timeout=5)
+    blocked = worker.is_alive()
+    if blocked:  # let the blocked open return, so nothing stays behind
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        worker.join(timeout=5)
+    assert not blocked
+    assert fifo.is_fifo() and messages and "not a regular file" in messages[0]
+
+
+def test_resident_helpers_import_nothing_heavy(tmp_path: Path) -> None:
+    """The log follower stays resident for the pod's life: no click, jinja2, pymysql,
+    tenacity, ruamel or settings in it (each costs resident memory, bench/)."""
+    (tmp_path / "var/log/one").mkdir(parents=True)
+    code = (
+        "import signal, sys, threading\nfrom onerun.entry import main\n"
+        f"sys.argv = ['onerun', 'logs', '--follow', '--root', {str(tmp_path)!r}]\n"
+        "threading.Timer(1.0, signal.raise_signal, (signal.SIGTERM,)).start()\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted(m for m in sys.modules if m in ('onerun.cli', 'onerun.settings') or "
+        "m.split('.')[0] in {'click', 'jinja2', 'pymysql', 'tenacity', 'ruamel'})\n"
+        "print('HEAVY', heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30, check=False)
+    assert done.stdout.splitlines()[-1] == "HEAVY []", done.stdout + done.stderr
