@@ -1,5 +1,6 @@
-"""Console entry point. ``onerun probe`` skips click and every heavy import (it runs every
-few seconds in every pod); everything else goes through the click CLI."""
+"""Console entry point. ``onerun probe`` (every few seconds in every pod) and
+``onerun supervisord`` (PID 1) skip click and every heavy import; everything else goes
+through the click CLI."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ def main() -> None:
         from onerun.probe import main as probe_main
 
         sys.exit(probe_main(argv[1:]))
+    if argv[:1] == ["supervisord"]:
+        from onerun.pid1 import main as pid1_main
+
+        sys.exit(pid1_main(argv[1:]))
     from onerun.cli import main as cli_main
 
     cli_main()

@@ -305,8 +305,8 @@ def check_via_cli(layout: Layout, deadline: Deadline) -> str:
 def check_liveness(layout: Layout, deadline: Deadline, grace: float) -> str:
     """Alive while supervisord runs oned (STARTING or RUNNING) and no critical program is FATAL.
 
-    Critical means what the event listener ends the pod for (onerun.critical): another
-    service that stays FATAL leaves the pod up, as the listener does, so a broken FireEdge
+    Critical means what supervisord's hook ends the pod for (onerun.critical): another
+    service that stays FATAL leaves the pod up, as the hook does, so a broken FireEdge
     does not restart oned. Never asks oned's API: a busy oned (bootstrap, upgrade, slow DB)
     must not get the pod killed. Only an oned RUNNING for longer than ``grace`` whose port
     refuses connections now counts as dead; supervisord's own ``start``/``now`` times say

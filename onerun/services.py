@@ -34,9 +34,9 @@ SERVICE_NAMES = (
     "ssh-agent",
 )
 
-# onerun's own programs under supervisord.
+# onerun's own program under supervisord. (Critical failures are handled inside
+# supervisord's process, onerun/pid1.py, by no program of their own.)
 LOGS_PROGRAM = "onerun-logs"
-EVENTS_PROGRAM = "onerun-events"
 # POST_START_PROGRAM, the one-shot, is in onerun.critical (the probe reads it there).
 
 # PATH of the packaged oned unit: the override directory holds the ssh wrapper.
@@ -79,7 +79,6 @@ LOG_FILES_OF = {
 # Priorities: start ascending, stop descending (one after another).
 PRIORITY = {
     LOGS_PROGRAM: 1,
-    EVENTS_PROGRAM: 2,
     "ssh-agent": 10,
     "oned": 20,
     "hem": 30,
@@ -109,9 +108,7 @@ class Program:
     wait-oned`` where the program needs oned). ``console`` is the file supervisord
     writes the program's stdout+stderr to, which the follower prints with the program's
     name; None means straight to supervisord's stdout (the follower itself, already
-    prefixed).
-    ``as_oneadmin`` False keeps the supervisord user (the event listener must signal
-    supervisord). ``events`` non-empty makes it an eventlistener.
+    prefixed). Every program runs as oneadmin.
     """
 
     name: str
@@ -125,8 +122,6 @@ class Program:
     environment: dict[str, str] = field(default_factory=dict)
     log_files: tuple[Path, ...] = ()
     console: Path | None = None
-    as_oneadmin: bool = True
-    events: tuple[str, ...] = ()
 
     @property
     def critical(self) -> bool:
@@ -242,7 +237,7 @@ def _service_program(settings: Settings, layout: Layout, name: str, agent: bool)
         command=command,
         priority=PRIORITY[name],
         # A crashed oned leaves its lock (reference 1.4): restarting it in place fails, so
-        # the event listener ends the pod and the next start cleans up.
+        # supervisord's hook (pid1.py) ends the pod and the next start cleans up.
         autorestart=not critical,
         startsecs=10 if name == "oned" else 3,
         startretries=0 if critical else 5,
@@ -276,7 +271,7 @@ def plan_programs(settings: Settings, layout: Layout, *, maintenance: bool,
     """Every program supervisord runs, in start order.
 
     OpenNebula services only when installed and enabled; none at all in maintenance
-    mode (the container stays up for an operator with the follower and the listener).
+    mode (the container stays up for an operator with the follower alone).
     """
     services: list[str] = []
     if not maintenance:
@@ -286,19 +281,10 @@ def plan_programs(settings: Settings, layout: Layout, *, maintenance: bool,
     programs = [_service_program(settings, layout, name, agent) for name in services]
     if "oned" in services:
         programs.append(_post_start_program(settings, layout, heal_service_auth, record_start))
-    critical = sorted(p.name for p in programs if p.critical)
     programs.append(Program(
         name=LOGS_PROGRAM, command=[*onerun_argv(), "logs", "--follow"],
         priority=PRIORITY[LOGS_PROGRAM], stopwaitsecs=STOPWAIT_LOGS,
         environment=_helper_environment(settings, layout), console=None,
-    ))
-    programs.append(Program(
-        name=EVENTS_PROGRAM,
-        command=[*onerun_argv(), "supervise-events", *(f"--critical={n}" for n in critical)],
-        priority=PRIORITY[EVENTS_PROGRAM], stopwaitsecs=STOPWAIT_HELPER,
-        environment=_helper_environment(settings, layout),
-        console=console_log(layout, EVENTS_PROGRAM), as_oneadmin=False,
-        events=("PROCESS_STATE_FATAL", "PROCESS_STATE_EXITED"),
     ))
     return sorted(programs, key=lambda p: p.priority)
 

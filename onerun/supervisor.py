@@ -6,10 +6,10 @@ Also ``onerun ssh-agent``, the small wrapper supervisord runs for oneadmin's age
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -117,6 +117,7 @@ def render_config(layout: Layout, programs: list[Program], *, run_as_root: bool)
         socket=layout.supervisor_sock, pidfile=layout.run_onerun / "supervisord.pid",
         stdout=layout.stdout_fifo,
         stop_budget=stop_budget_seconds(programs),
+        critical=[p.name for p in programs if p.critical],
     )
 
 
@@ -144,12 +145,12 @@ def supervisor_actions(settings: Settings, layout: Layout,
 
 
 def supervisord_argv(layout: Layout) -> list[str]:
-    """``supervisord -n -c <conf>``: the one installed next to this Python, else on PATH."""
-    beside = Path(sys.executable).parent / "supervisord"
-    found = str(beside) if os.access(beside, os.X_OK) else shutil.which("supervisord")
-    if found is None:
+    """``onerun supervisord -n -c <conf>``: supervisord's main loop with onerun's hook in
+    its process (onerun/pid1.py), run by this interpreter, which has supervisor installed."""
+    if importlib.util.find_spec("supervisor") is None:
         raise OnerunError("supervisord is not installed (pip install supervisor)")
-    return [found, "-n", "-c", str(layout.supervisor_conf)]
+    return [sys.executable, "-m", "onerun", "supervisord", "-n", "-c",
+            str(layout.supervisor_conf)]
 
 
 def scrubbed_environment(environ: Mapping[str, str], layout: Layout) -> dict[str, str]:

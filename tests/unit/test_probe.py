@@ -480,7 +480,7 @@ def _supervisor_reports(monkeypatch: pytest.MonkeyPatch, states: dict[str, str])
 def test_liveness_ignores_a_fatal_service_that_is_not_critical(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str],
         broken: str) -> None:
-    """As the event listener: a service that stays FATAL leaves the pod (and oned) up."""
+    """As supervisord's hook: a service that stays FATAL leaves the pod (and oned) up."""
     _supervisor_reports(monkeypatch, {"ssh-agent": "RUNNING", "oned": "RUNNING",
                                       broken: "FATAL"})
     code, out = run_probe(capsys, "liveness", "--root", str(tmp_path))
@@ -498,21 +498,23 @@ def test_liveness_fails_when_a_critical_program_is_fatal(
     assert (code, out) == (1, f"not alive: supervisord reports FATAL: {broken}")
 
 
-def test_liveness_and_event_listener_share_the_critical_programs(tmp_path: Path) -> None:
-    """What the listener is told to end the pod for is exactly what liveness fails on."""
+def test_liveness_and_supervisord_s_hook_share_the_critical_programs(tmp_path: Path) -> None:
+    """What supervisord's hook ends the pod for is exactly what liveness fails on."""
     from onerun.critical import CRITICAL_PROGRAMS
     from onerun.layout import Layout
     from onerun.services import INSTALLED_BY, plan_programs
     from onerun.settings import load_settings
+    from onerun.supervisor import render_config
 
     for path in INSTALLED_BY.values():
         (tmp_path / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path.lstrip("/")).write_text("")
     programs = plan_programs(load_settings({}, root=str(tmp_path)), Layout(tmp_path),
                              maintenance=False, heal_service_auth=False, record_start=None)
-    events = next(p for p in programs if p.name == "onerun-events")
-    told = {arg.split("=", 1)[1] for arg in events.command if arg.startswith("--critical=")}
-    assert told == set(CRITICAL_PROGRAMS) == {"oned", "ssh-agent", "onerun-post-start"}
+    config = render_config(Layout(tmp_path), programs, run_as_root=False)
+    told = next(line.split("=", 1)[1].split() for line in config.splitlines()
+                if line.startswith("critical ="))
+    assert set(told) == set(CRITICAL_PROGRAMS) == {"oned", "ssh-agent", "onerun-post-start"}
 
 
 def test_liveness_path_imports_no_catalogue(tmp_path: Path) -> None:

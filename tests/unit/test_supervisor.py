@@ -1,4 +1,4 @@
-"""supervisord config, scrubbed environment, actions, the event listener protocol, and
+"""supervisord config, scrubbed environment, actions, onerun's hook in supervisord, and
 post-start against a local XML-RPC server standing in for oned."""
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from pathlib import Path
 from xmlrpc.server import SimpleXMLRPCServer
 
 import pytest
-from click.testing import CliRunner
 from supervisor.options import ServerOptions
 from testlib import write_image_versions
 
-from onerun.events import listen, supervise_events_command
+from onerun.critical import CRITICAL_PROGRAMS
 from onerun.layout import Layout
 from onerun.log import Logger
 from onerun.marker import read_start_record, write_start_record
+from onerun.pid1 import make_hooks
 from onerun.plan import ApplyContext
 from onerun.poststart import heal_service_auth_files, wait_for_oned
 from onerun.services import INSTALLED_BY, plan_programs
@@ -80,8 +80,7 @@ def test_rendered_config_parses_and_switches_user_only_as_root(tmp_path: Path,
         assert config.environment == program.environment
         assert config.priority == program.priority
         assert config.stopwaitsecs == program.stopwaitsecs
-        switches = as_root and program.as_oneadmin
-        assert config.uid == (Layout(tmp_path).oneadmin.uid if switches else None)
+        assert config.uid == (Layout(tmp_path).oneadmin.uid if as_root else None)
     assert configs["oned"].stdout_logfile == str(tmp_path / "var/log/one/console/oned.log")
     # Not /dev/stdout: a non-root supervisord cannot re-open the runtime's pipe (stdout_relay).
     assert configs["onerun-logs"].stdout_logfile == str(tmp_path / "run/onerun/stdout.fifo")
@@ -115,34 +114,20 @@ def test_actions_create_log_files_and_config(tmp_path: Path) -> None:
     assert (tmp_path / "var/log/one/console/oneflow.log").is_file()
     assert layout.supervisor_conf.stat().st_mode & 0o777 == 0o644
     assert "PASSWORD" not in layout.supervisor_conf.read_text()
-    assert supervisord_argv(layout)[1:] == ["-n", "-c", str(layout.supervisor_conf)]
-    assert os.access(supervisord_argv(layout)[0], os.X_OK)
+    assert supervisord_argv(layout) == [sys.executable, "-m", "onerun", "supervisord", "-n",
+                                        "-c", str(layout.supervisor_conf)]
 
 
-def _event(name: str, payload: str) -> bytes:
-    return (f"ver:3.0 server:supervisor serial:1 pool:onerun-events poolserial:1 "
-            f"eventname:{name} len:{len(payload)}\n{payload}").encode()
-
-
-def test_listener_ends_supervisord_only_for_critical_programs() -> None:
-    events = [
-        _event("PROCESS_STATE_EXITED", "processname:hem groupname:hem from_state:RUNNING "
-                                       "expected:0 pid:5"),
-        _event("PROCESS_STATE_FATAL", "processname:fireedge groupname:fireedge "
-                                      "from_state:BACKOFF"),
-        _event("PROCESS_STATE_EXITED", "processname:onerun-post-start groupname:x "
-                                       "from_state:RUNNING expected:1 pid:7"),
-        _event("PROCESS_STATE_EXITED", "processname:oned groupname:oned from_state:RUNNING "
-                                       "expected:0 pid:9"),
-        _event("PROCESS_STATE_FATAL", "processname:oned groupname:oned from_state:BACKOFF"),
-    ]
-    out, err, calls = io.StringIO(), io.StringIO(), []
-    listen(io.BytesIO(b"".join(events)), out, err, ["oned", "onerun-post-start"],
-           lambda: calls.append(1))
-    assert calls == [1]
-    assert out.getvalue() == "READY\n" + "RESULT 2\nOKREADY\n" * 5
-    assert "fireedge could not be started (FATAL): not critical" in err.getvalue()
-    assert "oned exited unexpectedly (pid 9): critical" in err.getvalue()
+def test_config_loads_onerun_s_hook_with_the_critical_programs(tmp_path: Path) -> None:
+    """supervisord imports the factory while parsing: the hook is what ends the pod."""
+    programs = _programs(tmp_path)
+    options = _parse(tmp_path, render_config(Layout(tmp_path), programs, run_as_root=False))
+    factories = dict((name, (factory, config))
+                     for name, factory, config in
+                     options.configroot.supervisord.rpcinterface_factories)
+    factory, config = factories["onerun"]
+    assert factory is make_hooks
+    assert set(config["critical"].split()) == set(CRITICAL_PROGRAMS)
 
 
 @pytest.fixture
@@ -245,11 +230,6 @@ def test_wait_oned_with_root_reads_one_auth_there(tmp_path: Path, fake_oned: tup
                    sys.executable, "-c", "print('command ran')")
     assert (done.returncode, done.stdout) == (0, "command ran\n"), done.stderr
 
-
-def test_event_listener_accepts_root_like_every_command(tmp_path: Path) -> None:
-    result = CliRunner().invoke(supervise_events_command,
-                                ["--root", str(tmp_path), "--critical", "oned"], input=b"")
-    assert (result.exit_code, result.output) == (0, "READY\n")
 
 
 def test_log_files_are_never_created_or_opened_through_a_link(tmp_path: Path) -> None:
