@@ -1,11 +1,11 @@
-"""``onerun logs --follow``: every log line of the front-end on the container's stdout.
+"""``onerun logs --follow``: the log files of the front-end on the container's stdout.
 
-oned, monitord, FireEdge and the Ruby servers write only to files in /var/log/one, and
-supervisord writes each program's stdout/stderr to console/<program>.log there (it has
-no per-line prefix of its own). This follower prints each new line of all of them,
-prefixed with the service's name, so ``kubectl logs`` shows everything, and keeps each
-file bounded: past ONERUN_LOG_MAX_BYTES it empties the file in place after reading it
-(every writer appends with O_APPEND, so the next write lands at the new end).
+oned, monitord, FireEdge and the Ruby servers write their logs to files in /var/log/one
+(their stdout and stderr reach the container's stdout through supervisord's hook,
+onerun/pid1.py). This follower prints each new line of those files, prefixed with the
+service's name, so ``kubectl logs`` shows everything, and keeps each file bounded: past
+ONERUN_LOG_MAX_BYTES it empties the file in place after reading it (every writer appends
+with O_APPEND, so the next write lands at the new end).
 
 Where it stopped reading each file is kept in <log_dir>/.onerun-logs.json (inode and
 offset); ``onerun start`` records the current ends before supervisord starts, so a
@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,13 +31,13 @@ import click
 from onerun.cliopts import root_option
 from onerun.fsutil import atomic_write
 from onerun.layout import Layout
+from onerun.logline import format_line, split_lines
 from onerun.plan import ApplyContext
 
 STATE_FILE = ".onerun-logs.json"
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 POLL_SECONDS = 0.5
 SWEEP_SECONDS = 60.0  # how often files nobody follows (VM logs) are checked for size
-MAX_LINE = 64 * 1024  # a longer line without a newline is printed in pieces
 
 # Files the services write themselves, and the name their lines are prefixed with.
 FOLLOWED = {
@@ -52,18 +53,21 @@ FOLLOWED = {
     "oneform.log": "oneform",
     "oneks.log": "oneks",
 }
-CONSOLE_DIR = "console"
+
+
+def _regular_file(path: Path) -> bool:
+    """A regular file we may look at; anything else (absent, unreadable, a device or a
+    FIFO someone put there) is not followed, rather than stopping the follower."""
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
 
 
 def followed_files(log_dir: Path) -> dict[Path, str]:
     """Every file to follow that exists now, with its prefix."""
-    found = {log_dir / name: label for name, label in FOLLOWED.items()
-             if (log_dir / name).is_file()}
-    console = log_dir / CONSOLE_DIR
-    if console.is_dir():
-        for path in sorted(console.glob("*.log")):
-            found[path] = path.stem
-    return found
+    return {log_dir / name: label for name, label in FOLLOWED.items()
+            if _regular_file(log_dir / name)}
 
 
 def max_bytes_from_env(environ: dict[str, str] | os._Environ[str] = os.environ) -> int:
@@ -83,14 +87,18 @@ class _Tail:
     offset: int = 0
 
     def open(self, offset: int) -> bool:
-        try:
-            handle = self.path.open("rb")
+        try:  # O_NONBLOCK: a FIFO put in place of a log file must not hang the follower
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         except OSError:
             return False
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            os.close(fd)
+            return False
         self.close()
-        self.handle = handle
-        self.inode = os.fstat(handle.fileno()).st_ino
-        size = os.fstat(handle.fileno()).st_size
+        self.handle = handle = os.fdopen(fd, "rb")
+        self.inode = status.st_ino
+        size = status.st_size
         self.offset = offset if offset <= size else 0
         handle.seek(self.offset)
         self.partial = b""
@@ -114,11 +122,7 @@ class _Tail:
         self.offset += len(data)
         if not data:
             return []
-        chunks = (self.partial + data).split(b"\n")
-        self.partial = chunks.pop()
-        while len(self.partial) > MAX_LINE:
-            chunks.append(self.partial[:MAX_LINE])
-            self.partial = self.partial[MAX_LINE:]
+        chunks, self.partial = split_lines(self.partial, data)
         return chunks
 
     def flush_partial(self) -> list[bytes]:
@@ -143,14 +147,7 @@ class Follower:
 
     def _emit(self, tail: _Tail, lines: list[bytes]) -> None:
         for raw in lines:
-            text = raw.replace(b"\x00", b"").decode("utf-8", errors="replace").rstrip("\r")
-            if not text:
-                continue
-            if self.fmt == "json":
-                line = json.dumps({"service": tail.label, "file": tail.path.name, "msg": text})
-            else:
-                line = f"[{tail.label}] {text}"
-            self.out.write(line.encode("utf-8", errors="replace") + b"\n")
+            self.out.write(format_line(tail.label, tail.path.name, raw, self.fmt))
 
     def _discover(self) -> None:
         for path, label in followed_files(self.log_dir).items():

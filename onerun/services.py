@@ -105,10 +105,9 @@ class Program:
     """One supervisord program, everything the config needs and nothing secret.
 
     ``command`` is the argv as supervisord runs it (already wrapped in ``onerun
-    wait-oned`` where the program needs oned). ``console`` is the file supervisord
-    writes the program's stdout+stderr to, which the follower prints with the program's
-    name; None means straight to supervisord's stdout (the follower itself, already
-    prefixed). Every program runs as oneadmin.
+    wait-oned`` where the program needs oned). Its stdout and stderr reach the
+    container's stdout prefixed with ``name`` (onerun/pid1.py); ``log_files`` are the
+    files it writes itself, which the follower prints. Every program runs as oneadmin.
     """
 
     name: str
@@ -121,7 +120,6 @@ class Program:
     stopwaitsecs: int = STOPWAIT_SERVICE
     environment: dict[str, str] = field(default_factory=dict)
     log_files: tuple[Path, ...] = ()
-    console: Path | None = None
 
     @property
     def critical(self) -> bool:
@@ -137,11 +135,6 @@ def onerun_argv() -> list[str]:
 def installed(layout: Layout, name: str) -> bool:
     """Whether the image carries ``name`` (its binary or server script exists)."""
     return layout.binary(INSTALLED_BY[name]).exists()
-
-
-def console_log(layout: Layout, name: str) -> Path:
-    """Where supervisord writes a program's stdout/stderr for the follower to prefix."""
-    return layout.log_dir / "console" / f"{name}.log"
 
 
 def service_auth_files_for(release: Version | None,
@@ -245,7 +238,6 @@ def _service_program(settings: Settings, layout: Layout, name: str, agent: bool)
         STOPWAIT_HELPER if name == "ssh-agent" else STOPWAIT_SERVICE,
         environment=env,
         log_files=tuple(layout.log_dir / f for f in LOG_FILES_OF.get(name, ())),
-        console=console_log(layout, name),
     )
 
 
@@ -261,7 +253,6 @@ def _post_start_program(settings: Settings, layout: Layout, heal_service_auth: b
         name=POST_START_PROGRAM, command=argv, priority=PRIORITY[POST_START_PROGRAM],
         autorestart=False, startsecs=0, startretries=0, stopwaitsecs=STOPWAIT_HELPER,
         environment=_helper_environment(settings, layout),
-        console=console_log(layout, POST_START_PROGRAM),
     )
 
 
@@ -284,7 +275,7 @@ def plan_programs(settings: Settings, layout: Layout, *, maintenance: bool,
     programs.append(Program(
         name=LOGS_PROGRAM, command=[*onerun_argv(), "logs", "--follow"],
         priority=PRIORITY[LOGS_PROGRAM], stopwaitsecs=STOPWAIT_LOGS,
-        environment=_helper_environment(settings, layout), console=None,
+        environment=_helper_environment(settings, layout),
     ))
     return sorted(programs, key=lambda p: p.priority)
 

@@ -27,7 +27,7 @@ from onerun.fsutil import atomic_write, chown_if_root, running_as_root
 from onerun.layout import Layout
 from onerun.logs import MarkLogsShown
 from onerun.plan import Action, ApplyContext, EnsureDirectory
-from onerun.services import Program
+from onerun.services import LOGS_PROGRAM, Program
 from onerun.settings import Settings
 
 # Variables passed on to supervisord and so to every program. Nothing else: the
@@ -48,11 +48,8 @@ def stop_budget_seconds(programs: list[Program]) -> int:
 
 @dataclass(frozen=True)
 class EnsureLogFile:
-    """Create a log file owned by oneadmin (only that file, never recursively).
-
-    supervisord opens programs' console files itself, as the user it runs as; made
-    beforehand they belong to oneadmin, so the follower (oneadmin) can bound them.
-    """
+    """Create a log file a service writes, owned by oneadmin (only that file, never
+    recursively), so that the follower (oneadmin) can bound it."""
 
     path: Path
 
@@ -115,9 +112,9 @@ def render_config(layout: Layout, programs: list[Program], *, run_as_root: bool)
     return env.get_template("supervisord.conf.j2").render(
         programs=programs, run_as_root=run_as_root, oneadmin=layout.oneadmin.name,
         socket=layout.supervisor_sock, pidfile=layout.run_onerun / "supervisord.pid",
-        stdout=layout.stdout_fifo,
         stop_budget=stop_budget_seconds(programs),
         critical=[p.name for p in programs if p.critical],
+        raw_output=[p.name for p in programs if p.name == LOGS_PROGRAM],
     )
 
 
@@ -129,12 +126,10 @@ def supervisor_actions(settings: Settings, layout: Layout,
         EnsureDirectory(layout.run_onerun, 0o755, owned_by_oneadmin=False,
                         why="supervisord's config and socket"),
         EnsureDirectory(layout.log_dir, 0o755, why="OpenNebula's logs"),
-        EnsureDirectory(layout.log_dir / "console", 0o750,
-                        why="programs' stdout/stderr, printed by onerun-logs"),
     ]
     seen: set[Path] = set()
     for program in programs:
-        for path in (*program.log_files, *([program.console] if program.console else [])):
+        for path in program.log_files:
             if path not in seen:
                 seen.add(path)
                 actions.append(EnsureLogFile(path))
@@ -166,16 +161,10 @@ def scrubbed_environment(environ: Mapping[str, str], layout: Layout) -> dict[str
 
 
 def exec_supervisord(layout: Layout, environ: Mapping[str, str]) -> NoReturn:
-    """Replace this process with supervisord (PID 1 in the container gets SIGTERM).
-
-    The stdout relay is started first: it keeps the container's stdout for the logs.
-    """
-    from onerun.stdout_relay import start_stdout_relay
-
+    """Replace this process with supervisord (PID 1 in the container gets SIGTERM); it
+    keeps this process's stdout, the container's, and prints every program's output."""
     argv = supervisord_argv(layout)
-    clean = scrubbed_environment(environ, layout)
-    start_stdout_relay(layout.stdout_fifo, clean)
-    os.execve(argv[0], argv, clean)  # noqa: S606 - argv list
+    os.execve(argv[0], argv, scrubbed_environment(environ, layout))  # noqa: S606 - argv list
 
 
 # --- onerun ssh-agent -----------------------------------------------------------------------

@@ -344,7 +344,7 @@ def test_killing_the_log_processes_never_blocks_supervisord(root: Path) -> None:
     environ = {"ONE_XMLRPC": f"http://127.0.0.1:{_free_port()}/RPC2"}
     sv, _ = _start(root, environ)
     try:
-        sv.wait_for(lambda: (records / "oned.json").exists(), 60, "the stand-in oned")
+        sv.wait_for((records / "oned.json").exists, 60, "the stand-in oned")
         sv.wait_for(lambda: sv.has_line("[oned] stand-in oned wrote its log file"), 15,
                     "oned's first log line")
         killed = []
@@ -389,7 +389,7 @@ def test_root_never_writes_through_links_oneadmin_planted_in_the_log_directory(
     environ = {"ONE_XMLRPC": f"http://127.0.0.1:{_free_port()}/RPC2"}
     sv, _ = _start(root, environ)
     try:
-        sv.wait_for(lambda: (records / "guacd.json").exists(), 60, "the stand-in guacd")
+        sv.wait_for((records / "guacd.json").exists, 60, "the stand-in guacd")
         time.sleep(3)  # guacd's first lines are out
         assert target.read_text() == "root's own content\n"
         assert (target.stat().st_uid, target.stat().st_mode & 0o777) == (0, 0o644)
@@ -405,7 +405,7 @@ def test_the_agent_runs_directly_under_supervisord(root: Path) -> None:
     environ = {"ONE_XMLRPC": f"http://127.0.0.1:{_free_port()}/RPC2"}
     sv, _ = _start(root, environ)
     try:
-        sv.wait_for(lambda: (records / "oned.json").exists(), 60, "the stand-in oned")
+        sv.wait_for((records / "oned.json").exists, 60, "the stand-in oned")
         agents = [pid for pid in _children(sv.proc.pid)
                   if Path(f"/proc/{pid}/comm").read_text().strip() == "ssh-agent"]
         assert len(agents) == 1

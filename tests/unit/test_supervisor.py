@@ -47,7 +47,7 @@ def _programs(root: Path) -> list:
 def _parse(tmp_path: Path, text: str) -> ServerOptions:
     conf = tmp_path / "supervisord.conf"
     conf.write_text(text)
-    for directory in ("run/onerun", "var/log/one/console"):  # supervisord checks they exist
+    for directory in ("run/onerun",):  # supervisord checks it exists
         (tmp_path / directory).mkdir(parents=True, exist_ok=True)
     options = ServerOptions()
     options.configfile = str(conf)
@@ -81,9 +81,9 @@ def test_rendered_config_parses_and_switches_user_only_as_root(tmp_path: Path,
         assert config.priority == program.priority
         assert config.stopwaitsecs == program.stopwaitsecs
         assert config.uid == (Layout(tmp_path).oneadmin.uid if as_root else None)
-    assert configs["oned"].stdout_logfile == str(tmp_path / "var/log/one/console/oned.log")
-    # Not /dev/stdout: a non-root supervisord cannot re-open the runtime's pipe (stdout_relay).
-    assert configs["onerun-logs"].stdout_logfile == str(tmp_path / "run/onerun/stdout.fifo")
+        # No file opened for its output: supervisord passes it to onerun's hook (pid1.py).
+        assert config.stdout_logfile is None and config.stderr_logfile is None
+        assert config.stdout_events_enabled and config.stderr_events_enabled
     server = options.configroot.supervisord.server_configs[0]
     assert server["file"] == str(tmp_path / "run/onerun/supervisor.sock")
     assert server["chmod"] == 0o700
@@ -111,7 +111,7 @@ def test_actions_create_log_files_and_config(tmp_path: Path) -> None:
         assert action.describe()["action"]
         action.apply(ctx)
     assert (tmp_path / "var/log/one/oned.log").is_file()
-    assert (tmp_path / "var/log/one/console/oneflow.log").is_file()
+    assert (tmp_path / "var/log/one/oneflow.log").is_file()
     assert layout.supervisor_conf.stat().st_mode & 0o777 == 0o644
     assert "PASSWORD" not in layout.supervisor_conf.read_text()
     assert supervisord_argv(layout) == [sys.executable, "-m", "onerun", "supervisord", "-n",
