@@ -6,11 +6,13 @@ Also ``onerun ssh-agent``, the small wrapper supervisord runs for oneadmin's age
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import re
 import shlex
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -23,7 +25,7 @@ import click
 
 from onerun.cliopts import root_option
 from onerun.errors import DependencyUnavailable, OnerunError
-from onerun.fsutil import atomic_write, chown_if_root, running_as_root
+from onerun.fsutil import atomic_write, running_as_root
 from onerun.layout import Layout
 from onerun.logs import MarkLogsShown
 from onerun.plan import Action, ApplyContext, EnsureDirectory
@@ -49,7 +51,14 @@ def stop_budget_seconds(programs: list[Program]) -> int:
 @dataclass(frozen=True)
 class EnsureLogFile:
     """Create a log file a service writes, owned by oneadmin (only that file, never
-    recursively), so that the follower (oneadmin) can bound it."""
+    recursively), so that the follower (oneadmin) can bound it.
+
+    /var/log/one belongs to oneadmin, so whatever is at the path may have been put there
+    by oneadmin: as root, following a link would create, open or chown any file it
+    names. The file is opened without following a link (O_NOFOLLOW), without waiting
+    for a FIFO's reader (O_NONBLOCK), and its owner is fixed through that descriptor;
+    anything but a regular file is left alone and reported.
+    """
 
     path: Path
 
@@ -58,13 +67,28 @@ class EnsureLogFile:
                 "mode": "0640"}
 
     def apply(self, ctx: ApplyContext) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        flags = (os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
+                 | os.O_NOCTTY)
+        try:
+            fd = os.open(self.path, flags, 0o640)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                ctx.log(f"left {self.path} alone: it is a symbolic link, and onerun follows "
+                        "no link in a directory oneadmin can write")
+                return
+            if exc.errno in (errno.ENXIO, errno.EISDIR):
+                ctx.log(f"left {self.path} alone: not a regular file")
+                return
+            raise
         try:
             status = os.fstat(fd)
+            if not stat.S_ISREG(status.st_mode):
+                ctx.log(f"left {self.path} alone: not a regular file")
+                return
+            if (status.st_uid, status.st_gid) != (ctx.uid, ctx.gid) and running_as_root():
+                os.fchown(fd, ctx.uid, ctx.gid)
         finally:
             os.close(fd)
-        if (status.st_uid, status.st_gid) != (ctx.uid, ctx.gid):
-            chown_if_root(self.path, ctx.uid, ctx.gid)
 
 
 @dataclass(frozen=True)
