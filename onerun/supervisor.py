@@ -136,6 +136,10 @@ def render_config(layout: Layout, programs: list[Program], *, run_as_root: bool)
     return env.get_template("supervisord.conf.j2").render(
         programs=programs, run_as_root=run_as_root, oneadmin=layout.oneadmin.name,
         socket=layout.supervisor_sock, pidfile=layout.run_onerun / "supervisord.pid",
+        # A fixed directory oneadmin owns (its home), never wherever onerun was started.
+        # The packaged units (share/pkgs/services/systemd/opennebula*.service) set no
+        # WorkingDirectory, so systemd runs them in /, which oneadmin cannot write.
+        workdir=layout.var_lib_one,
         stop_budget=stop_budget_seconds(programs),
         critical=[p.name for p in programs if p.critical],
         raw_output=[p.name for p in programs if p.name == LOGS_PROGRAM],

@@ -84,6 +84,7 @@ def test_rendered_config_parses_and_switches_user_only_as_root(tmp_path: Path,
         # No file opened for its output: supervisord passes it to onerun's hook (pid1.py).
         assert config.stdout_logfile is None and config.stderr_logfile is None
         assert config.stdout_events_enabled and config.stderr_events_enabled
+        assert config.directory == str(tmp_path / "var/lib/one")
     server = options.configroot.supervisord.server_configs[0]
     assert server["file"] == str(tmp_path / "run/onerun/supervisor.sock")
     assert server["chmod"] == 0o700
