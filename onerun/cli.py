@@ -117,19 +117,27 @@ def supervisord(args: tuple[str, ...]) -> None:
     sys.exit(pid1_main(list(args)))
 
 
+@cli.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def logs(args: tuple[str, ...]) -> None:
+    """Print OpenNebula's log files on stdout, prefixed: --follow [--root R] (supervisord
+    runs it; the console script runs it without click, onerun/entry.py)."""
+    from onerun.logs import main as logs_main
+
+    sys.exit(logs_main(list(args)))
+
+
 # Commands of other modules are registered below, one import and one add_command each.
 from onerun.backup import backup_command, restore_command  # noqa: E402
 
 cli.add_command(backup_command)
 cli.add_command(restore_command)
-from onerun.logs import logs_command  # noqa: E402
 from onerun.poststart import post_start_command, wait_oned_command  # noqa: E402
-from onerun.supervisor import ssh_agent_command  # noqa: E402
+from onerun.sshkeys import ssh_add_command  # noqa: E402
 
-cli.add_command(logs_command)
 cli.add_command(wait_oned_command)
 cli.add_command(post_start_command)
-cli.add_command(ssh_agent_command)
+cli.add_command(ssh_add_command)
 
 
 def main() -> None:

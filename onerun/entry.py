@@ -1,6 +1,6 @@
-"""Console entry point. ``onerun probe`` (every few seconds in every pod) and
-``onerun supervisord`` (PID 1) skip click and every heavy import; everything else goes
-through the click CLI."""
+"""Console entry point. ``onerun probe`` (every few seconds in every pod), ``onerun
+supervisord`` (PID 1) and ``onerun logs`` (resident for the pod's life) skip click and
+every heavy import; everything else goes through the click CLI."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ def main() -> None:
         from onerun.pid1 import main as pid1_main
 
         sys.exit(pid1_main(argv[1:]))
+    if argv[:1] == ["logs"]:
+        from onerun.logs import main as logs_main
+
+        sys.exit(logs_main(argv[1:]))
     from onerun.cli import main as cli_main
 
     cli_main()

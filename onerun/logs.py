@@ -10,7 +10,9 @@ with O_APPEND, so the next write lands at the new end).
 Where it stopped reading each file is kept in <log_dir>/.onerun-logs.json (inode and
 offset); ``onerun start`` records the current ends before supervisord starts, so a
 restart prints neither old lines again nor misses lines written in between.
-Stdlib only; a 0.5 s poll of a few stat() calls.
+Stdlib only, and no dataclasses (it pulls in inspect): the follower stays resident for
+the pod's life, so what it imports is memory (bench/bench_runtime_memory.py); entry.py
+runs ``onerun logs --follow`` without click. A 0.5 s poll of a few stat() calls.
 """
 
 from __future__ import annotations
@@ -22,17 +24,15 @@ import signal
 import stat
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
 
-import click
-
-from onerun.cliopts import root_option
-from onerun.fsutil import atomic_write
 from onerun.layout import Layout
 from onerun.logline import format_line, split_lines
-from onerun.plan import ApplyContext
+
+TYPE_CHECKING = False  # typing only for annotations: the follower is resident
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import BinaryIO
 
 STATE_FILE = ".onerun-logs.json"
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
@@ -75,16 +75,18 @@ def max_bytes_from_env(environ: dict[str, str] | os._Environ[str] = os.environ) 
     return int(raw) if raw.isdigit() and int(raw) > 0 else DEFAULT_MAX_BYTES
 
 
-@dataclass
 class _Tail:
     """One followed file: its open handle, inode, read offset and an unfinished line."""
 
-    path: Path
-    label: str
-    handle: BinaryIO | None = None
-    inode: int = 0
-    partial: bytes = b""
-    offset: int = 0
+    __slots__ = ("handle", "inode", "label", "offset", "partial", "path")
+
+    def __init__(self, path: Path, label: str) -> None:
+        self.path = path
+        self.label = label
+        self.handle: BinaryIO | None = None
+        self.inode = 0
+        self.partial = b""
+        self.offset = 0
 
     def open(self, offset: int) -> bool:
         try:  # O_NONBLOCK: a FIFO put in place of a log file must not hang the follower
@@ -130,20 +132,18 @@ class _Tail:
         return [rest] if rest else []
 
 
-@dataclass
 class Follower:
     """Follows the log directory; ``poll`` does one round, ``run`` loops until stopped."""
 
-    log_dir: Path
-    out: BinaryIO
-    max_bytes: int = DEFAULT_MAX_BYTES
-    fmt: str = "text"
-    tails: dict[Path, _Tail] = field(default_factory=dict)
-    _state: dict[str, list[int]] = field(default_factory=dict)
-    _last_sweep: float = 0.0
-
-    def __post_init__(self) -> None:
-        self._state = read_state(self.log_dir)
+    def __init__(self, log_dir: Path, out: BinaryIO, max_bytes: int = DEFAULT_MAX_BYTES,
+                 fmt: str = "text") -> None:
+        self.log_dir = log_dir
+        self.out = out
+        self.max_bytes = max_bytes
+        self.fmt = fmt
+        self.tails: dict[Path, _Tail] = {}
+        self._state = read_state(log_dir)
+        self._last_sweep = 0.0
 
     def _emit(self, tail: _Tail, lines: list[bytes]) -> None:
         for raw in lines:
@@ -212,7 +212,7 @@ class Follower:
             self._state = state
             write_state(self.log_dir, state)
 
-    def run(self, should_stop: Any) -> None:
+    def run(self, should_stop: Callable[[], bool]) -> None:
         while not should_stop():
             self.poll()
             time.sleep(POLL_SECONDS)
@@ -252,30 +252,29 @@ def current_ends(log_dir: Path) -> dict[str, list[int]]:
     return state
 
 
-@dataclass(frozen=True)
-class MarkLogsShown:
-    """Before supervisord starts: lines already in the logs are from an earlier run and
-    are not printed again; anything written from now on is."""
-
-    log_dir: Path
-
-    def describe(self) -> dict[str, Any]:
-        return {"action": "mark-logs-shown", "path": str(self.log_dir / STATE_FILE),
-                "owner": "oneadmin", "why": "onerun-logs prints only lines from this run on"}
-
-    def apply(self, ctx: ApplyContext) -> None:
-        atomic_write(self.log_dir / STATE_FILE, json.dumps(current_ends(self.log_dir)).encode(),
-                     0o644, ctx.uid, ctx.gid)
+USAGE = "usage: onerun logs --follow [--root R]"
 
 
-@click.command("logs")
-@click.option("--follow", is_flag=True, required=True,
-              help="Follow the log files (the only mode: run by supervisord).")
-@root_option
-def logs_command(follow: bool, root: str | None) -> None:
-    """Print OpenNebula's log files on stdout, prefixed with the service's name."""
-    del follow
-    layout = Layout.from_env(root)
+def main(argv: list[str]) -> int:
+    """``onerun logs --follow [--root R]``, parsed by hand (no click in a resident process);
+    prints until SIGTERM or SIGINT, then what was written meanwhile."""
+    root: str | None = None
+    follow = False
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg == "--follow":
+            follow = True
+        elif arg == "--root" and args:
+            root = args.pop(0)
+        elif arg.startswith("--root="):
+            root = arg.split("=", 1)[1]
+        else:
+            print(f"unexpected argument {arg!r}; {USAGE}", file=sys.stderr)
+            return 2
+    if not follow:
+        print(f"--follow is required (the only mode); {USAGE}", file=sys.stderr)
+        return 2
     stop = False
 
     def on_signal(_signum: int, _frame: object) -> None:
@@ -285,6 +284,7 @@ def logs_command(follow: bool, root: str | None) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     fmt = os.environ.get("ONERUN_LOG_FORMAT", "text")
-    follower = Follower(layout.log_dir, sys.stdout.buffer, max_bytes_from_env(), fmt)
+    follower = Follower(Layout.from_env(root).log_dir, sys.stdout.buffer, max_bytes_from_env(),
+                        fmt)
     follower.run(lambda: stop)
-
+    return 0

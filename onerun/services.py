@@ -34,9 +34,11 @@ SERVICE_NAMES = (
     "ssh-agent",
 )
 
-# onerun's own program under supervisord. (Critical failures are handled inside
-# supervisord's process, onerun/pid1.py, by no program of their own.)
+# onerun's own programs under supervisord: the resident log follower and the one-shot
+# that loads oneadmin's keys into ssh-agent. (Programs' output and critical failures
+# are handled inside supervisord's process, onerun/pid1.py, by no program of their own.)
 LOGS_PROGRAM = "onerun-logs"
+SSH_ADD_PROGRAM = "onerun-ssh-add"
 # POST_START_PROGRAM, the one-shot, is in onerun.critical (the probe reads it there).
 
 # PATH of the packaged oned unit: the override directory holds the ssh wrapper.
@@ -80,6 +82,7 @@ LOG_FILES_OF = {
 PRIORITY = {
     LOGS_PROGRAM: 1,
     "ssh-agent": 10,
+    SSH_ADD_PROGRAM: 11,
     "oned": 20,
     "hem": 30,
     "guacd": 40,
@@ -205,14 +208,14 @@ def _service_command(layout: Layout, name: str) -> list[str]:
         # instructions; FireEdge, in this container, reaches it at localhost:4822.
         return [script, "-f", "-b", "127.0.0.1", "-L", "info"]
     if name == "ssh-agent":
-        return [*onerun_argv(), "ssh-agent"]
+        # The agent itself, in the foreground, as supervisord's program: no process of
+        # ours stays resident as its parent. Keys: the onerun-ssh-add one-shot.
+        return [script, "-D", "-a", str(layout.ssh_agent_sock)]
     return [ruby, script]
 
 
 def _service_program(settings: Settings, layout: Layout, name: str, agent: bool) -> Program:
     env = _base_environment(layout)
-    if name == "ssh-agent":
-        env = _helper_environment(settings, layout)
     if name in ("oned", "hem") and agent:
         env["SSH_AUTH_SOCK"] = str(layout.ssh_agent_sock)
     if name == "oned":
@@ -256,6 +259,15 @@ def _post_start_program(settings: Settings, layout: Layout, heal_service_auth: b
     )
 
 
+def _ssh_add_program(settings: Settings, layout: Layout) -> Program:
+    """Once the agent listens, load the keys (the packaged unit's ExecStartPost)."""
+    return Program(
+        name=SSH_ADD_PROGRAM, command=[*onerun_argv(), "ssh-add"],
+        priority=PRIORITY[SSH_ADD_PROGRAM], autorestart=False, startsecs=0, startretries=0,
+        stopwaitsecs=STOPWAIT_HELPER, environment=_helper_environment(settings, layout),
+    )
+
+
 def plan_programs(settings: Settings, layout: Layout, *, maintenance: bool,
                   heal_service_auth: bool,
                   record_start: tuple[str | None, str | None] | None) -> list[Program]:
@@ -270,6 +282,8 @@ def plan_programs(settings: Settings, layout: Layout, *, maintenance: bool,
                     if settings.service_enabled(n) and installed(layout, n)]
     agent = "ssh-agent" in services
     programs = [_service_program(settings, layout, name, agent) for name in services]
+    if agent:
+        programs.append(_ssh_add_program(settings, layout))
     if "oned" in services:
         programs.append(_post_start_program(settings, layout, heal_service_auth, record_start))
     programs.append(Program(

@@ -1,34 +1,28 @@
 """supervisord: its config rendered from templates/supervisord.conf.j2, the actions that
 prepare for it, and the final exec with an environment scrubbed to an allow-list.
 
-Also ``onerun ssh-agent``, the small wrapper supervisord runs for oneadmin's agent.
 """
 
 from __future__ import annotations
 
 import errno
 import importlib.util
+import json
 import os
 import re
 import shlex
-import signal
 import stat
-import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-import click
-
-from onerun.cliopts import root_option
-from onerun.errors import DependencyUnavailable, OnerunError
+from onerun.errors import OnerunError
 from onerun.fsutil import atomic_write, running_as_root
 from onerun.layout import Layout
-from onerun.logs import MarkLogsShown
-from onerun.plan import Action, ApplyContext, EnsureDirectory
+from onerun.logs import STATE_FILE, current_ends
+from onerun.plan import Action, ApplyContext, EnsureDirectory, RemoveFile
 from onerun.services import LOGS_PROGRAM, Program
 from onerun.settings import Settings
 
@@ -89,6 +83,23 @@ class EnsureLogFile:
                 os.fchown(fd, ctx.uid, ctx.gid)
         finally:
             os.close(fd)
+
+
+@dataclass(frozen=True)
+class MarkLogsShown:
+    """Before supervisord starts: lines already in the logs are from an earlier run and
+    are not printed again by the follower (onerun/logs.py); anything written from now on
+    is."""
+
+    log_dir: Path
+
+    def describe(self) -> dict[str, Any]:
+        return {"action": "mark-logs-shown", "path": str(self.log_dir / STATE_FILE),
+                "owner": "oneadmin", "why": "onerun-logs prints only lines from this run on"}
+
+    def apply(self, ctx: ApplyContext) -> None:
+        atomic_write(self.log_dir / STATE_FILE, json.dumps(current_ends(self.log_dir)).encode(),
+                     0o644, ctx.uid, ctx.gid)
 
 
 @dataclass(frozen=True)
@@ -161,6 +172,10 @@ def supervisor_actions(settings: Settings, layout: Layout,
             if path not in seen:
                 seen.add(path)
                 actions.append(EnsureLogFile(path))
+    if any(program.name == "ssh-agent" for program in programs):
+        actions.append(RemoveFile(layout.ssh_agent_sock,
+                                  why="left by the previous ssh-agent; ssh-agent -a refuses "
+                                      "an existing path"))
     actions.append(MarkLogsShown(layout.log_dir))
     actions.append(WriteSupervisorConfig(
         layout.supervisor_conf, render_config(layout, programs, run_as_root=running_as_root())))
@@ -193,55 +208,3 @@ def exec_supervisord(layout: Layout, environ: Mapping[str, str]) -> NoReturn:
     keeps this process's stdout, the container's, and prints every program's output."""
     argv = supervisord_argv(layout)
     os.execve(argv[0], argv, scrubbed_environment(environ, layout))  # noqa: S606 - argv list
-
-
-# --- onerun ssh-agent -----------------------------------------------------------------------
-
-_KEY_NAMES = ("id_ed25519", "id_ecdsa", "id_rsa")
-
-
-def _wait_for_socket(path: Path, agent: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if agent.poll() is not None or time.monotonic() > deadline:
-            raise DependencyUnavailable(f"ssh-agent did not create {path}")
-        time.sleep(0.05)
-
-
-@click.command("ssh-agent")
-@root_option
-def ssh_agent_command(root: str | None) -> None:
-    """Run oneadmin's ssh-agent with its keys loaded (oned's drivers forward it)."""
-    from onerun.log import Logger
-
-    layout = Layout.from_env(root)
-    log = Logger(os.environ.get("ONERUN_LOG_FORMAT", "text"))
-    socket_path = layout.ssh_agent_sock
-    socket_path.unlink(missing_ok=True)  # left by a previous agent of this container
-    agent_binary = layout.binary("/usr/bin/ssh-agent")
-    agent = subprocess.Popen([str(agent_binary), "-D", "-a", str(socket_path)])
-    stopping = False
-
-    def forward(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        agent.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    _wait_for_socket(socket_path, agent, timeout=10)
-    keys = [str(layout.ssh_dir / n) for n in _KEY_NAMES if (layout.ssh_dir / n).is_file()]
-    if keys:
-        ssh_add = agent_binary.with_name("ssh-add")
-        result = subprocess.run(
-            [str(ssh_add) if ssh_add.exists() else "ssh-add", *keys],
-            env={**os.environ, "SSH_AUTH_SOCK": str(socket_path)},
-            stdin=subprocess.DEVNULL, check=False,
-        )
-        if result.returncode != 0:
-            log.warning(f"ssh-add failed with exit {result.returncode}; the agent holds no key")
-    else:
-        log.warning(f"no key in {layout.ssh_dir}; the agent holds none")
-    code = agent.wait()
-    # ssh-agent exits 2 when terminated (its packaged unit lists 2 as success).
-    sys.exit(0 if stopping else code or 1)

@@ -50,6 +50,12 @@ def test_commands_environment_and_waits(tmp_path: Path) -> None:
     assert oned.critical and not oned.autorestart and oned.stopwaitsecs >= 20
     agent = programs["ssh-agent"]
     assert agent.critical and not agent.autorestart and agent.startretries == 0
+    # The agent itself is the program (no resident wrapper); a one-shot loads the keys.
+    assert agent.command == [str(tmp_path / "usr/bin/ssh-agent"), "-D", "-a",
+                             str(tmp_path / "run/one/ssh-agent.sock")]
+    ssh_add = programs["onerun-ssh-add"]
+    assert ssh_add.command[-1] == "ssh-add" and not ssh_add.autorestart
+    assert not ssh_add.critical and agent.priority < ssh_add.priority < oned.priority
     for name in ("hem", "fireedge", "guacd", "oneflow", "onegate", "oneform", "oneks"):
         assert not programs[name].critical and programs[name].autorestart
     for program in programs.values():
