@@ -107,7 +107,7 @@ def probe(args: tuple[str, ...]) -> None:
 @cli.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def supervisord(args: tuple[str, ...]) -> None:
-    """supervisord as PID 1 with onerun's hook (what `start` execs): supervisord's options.
+    """supervisord as PID 1 with onerun's hooks (what `start` execs): supervisord's options.
 
     Listed here for --help; the console script and `python -m onerun` run it without
     loading click (onerun/entry.py), so that PID 1 carries no CLI.

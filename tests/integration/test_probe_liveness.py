@@ -28,10 +28,6 @@ STAYS_UP = (
     "#!/bin/sh\n# stand-in for {name} (tests only): stays up, serves nothing\nexec sleep 600\n"
 )
 EXITS_AT_ONCE = "#!/bin/sh\n# stand-in for {name} (tests only): fails at once\nexit 1\n"
-EVENT_LISTENER = (
-    "#!/bin/sh\n# stand-in for onerun's supervisord event listener (tests only)\n"
-    "echo READY\nexec cat > /dev/null\n"
-)
 
 Programs = dict[str, dict[str, str]]
 
@@ -45,7 +41,7 @@ def refused_port() -> int:
 class Supervisord:
     """A real supervisord under ``root`` with the given programs; stopped by ``stop``."""
 
-    def __init__(self, root: Path, programs: Programs, listeners: Programs | None = None) -> None:
+    def __init__(self, root: Path, programs: Programs) -> None:
         self.root = root
         self.sock = root / "run/onerun/supervisor.sock"
         self.sock.parent.mkdir(parents=True, exist_ok=True)
@@ -57,10 +53,9 @@ class Supervisord:
             "[rpcinterface:supervisor]\n"
             "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n",
         ]
-        for kind, group in (("program", programs), ("eventlistener", listeners or {})):
-            for name, options in group.items():
-                body = "".join(f"{key}={value}\n" for key, value in options.items())
-                sections.append(f"[{kind}:{name}]\n{body}")
+        for name, options in programs.items():
+            body = "".join(f"{key}={value}\n" for key, value in options.items())
+            sections.append(f"[program:{name}]\n{body}")
         self.conf = root / "run/onerun/supervisord.conf"
         self.conf.write_text("\n".join(sections))
         self.process = subprocess.Popen([str(SUPERVISORD), "-n", "-c", str(self.conf)],
@@ -137,9 +132,8 @@ def supervisord(tmp_path: Path) -> Iterator[Callable[..., Supervisord]]:
         pytest.skip(f"{SUPERVISORD} is absent (pip install supervisor into the venv)")
     started: list[Supervisord] = []
 
-    def start(programs: Programs, listeners: Programs | None = None,
-              name: str = "root") -> Supervisord:
-        instance = Supervisord(tmp_path / name, programs, listeners)
+    def start(programs: Programs, name: str = "root") -> Supervisord:
+        instance = Supervisord(tmp_path / name, programs)
         started.append(instance)
         return instance
 
@@ -156,10 +150,8 @@ def test_running_services_are_alive_and_stopped_supervisord_is_not(
         "hem": running(root, "hem"),
         "fireedge": running(root, "fireedge"),
         "onerun-logs": running(root, "onerun-logs"),
-    }, listeners={"onerun-events": {
-        "command": stand_in(root, "onerun-events", EVENT_LISTENER),
-        "events": "PROCESS_STATE_FATAL"}})
-    sup.wait_for({"oned": "RUNNING", "hem": "RUNNING", "onerun-events": "RUNNING"})
+    })
+    sup.wait_for({"oned": "RUNNING", "hem": "RUNNING", "onerun-logs": "RUNNING"})
 
     code, out = liveness(root, xmlrpc_port=refused_port())
     assert code == 0, out
