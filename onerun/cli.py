@@ -104,21 +104,40 @@ def probe(args: tuple[str, ...]) -> None:
     sys.exit(probe_main(list(args)))
 
 
+@cli.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def supervisord(args: tuple[str, ...]) -> None:
+    """supervisord as PID 1 with onerun's hooks (what `start` execs): supervisord's options.
+
+    Listed here for --help; the console script and `python -m onerun` run it without
+    loading click (onerun/entry.py), so that PID 1 carries no CLI.
+    """
+    from onerun.pid1 import main as pid1_main
+
+    sys.exit(pid1_main(list(args)))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def logs(args: tuple[str, ...]) -> None:
+    """Print OpenNebula's log files on stdout, prefixed: --follow [--root R] (supervisord
+    runs it; the console script runs it without click, onerun/entry.py)."""
+    from onerun.logs import main as logs_main
+
+    sys.exit(logs_main(list(args)))
+
+
 # Commands of other modules are registered below, one import and one add_command each.
 from onerun.backup import backup_command, restore_command  # noqa: E402
 
 cli.add_command(backup_command)
 cli.add_command(restore_command)
-from onerun.events import supervise_events_command  # noqa: E402
-from onerun.logs import logs_command  # noqa: E402
 from onerun.poststart import post_start_command, wait_oned_command  # noqa: E402
-from onerun.supervisor import ssh_agent_command  # noqa: E402
+from onerun.sshkeys import ssh_add_command  # noqa: E402
 
-cli.add_command(logs_command)
-cli.add_command(supervise_events_command)
 cli.add_command(wait_oned_command)
 cli.add_command(post_start_command)
-cli.add_command(ssh_agent_command)
+cli.add_command(ssh_add_command)
 
 
 def main() -> None:

@@ -191,11 +191,6 @@ class Layout:
         return self.run_onerun / "supervisor.sock"
 
     @property
-    def stdout_fifo(self) -> Path:
-        """The log follower writes here; a relay copies it to the container's stdout."""
-        return self.run_onerun / "stdout.fifo"
-
-    @property
     def maintenance_flag(self) -> Path:
         """Present while ONERUN_MAINTENANCE=1: the probes read it."""
         return self.run_onerun / "maintenance"

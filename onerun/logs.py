@@ -1,16 +1,18 @@
-"""``onerun logs --follow``: every log line of the front-end on the container's stdout.
+"""``onerun logs --follow``: the log files of the front-end on the container's stdout.
 
-oned, monitord, FireEdge and the Ruby servers write only to files in /var/log/one, and
-supervisord writes each program's stdout/stderr to console/<program>.log there (it has
-no per-line prefix of its own). This follower prints each new line of all of them,
-prefixed with the service's name, so ``kubectl logs`` shows everything, and keeps each
-file bounded: past ONERUN_LOG_MAX_BYTES it empties the file in place after reading it
-(every writer appends with O_APPEND, so the next write lands at the new end).
+oned, monitord, FireEdge and the Ruby servers write their logs to files in /var/log/one
+(their stdout and stderr reach the container's stdout through supervisord's hook,
+onerun/pid1.py). This follower prints each new line of those files, prefixed with the
+service's name, so ``kubectl logs`` shows everything, and keeps each file bounded: past
+ONERUN_LOG_MAX_BYTES it empties the file in place after reading it (every writer appends
+with O_APPEND, so the next write lands at the new end).
 
 Where it stopped reading each file is kept in <log_dir>/.onerun-logs.json (inode and
 offset); ``onerun start`` records the current ends before supervisord starts, so a
 restart prints neither old lines again nor misses lines written in between.
-Stdlib only; a 0.5 s poll of a few stat() calls.
+Stdlib only, and no dataclasses (it pulls in inspect): the follower stays resident for
+the pod's life, so what it imports is memory (bench/bench_runtime_memory.py); entry.py
+runs ``onerun logs --follow`` without click. A 0.5 s poll of a few stat() calls.
 """
 
 from __future__ import annotations
@@ -19,24 +21,23 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
 
-import click
-
-from onerun.cliopts import root_option
-from onerun.fsutil import atomic_write
 from onerun.layout import Layout
-from onerun.plan import ApplyContext
+from onerun.logline import format_line, split_lines
+
+TYPE_CHECKING = False  # typing only for annotations: the follower is resident
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import BinaryIO
 
 STATE_FILE = ".onerun-logs.json"
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 POLL_SECONDS = 0.5
 SWEEP_SECONDS = 60.0  # how often files nobody follows (VM logs) are checked for size
-MAX_LINE = 64 * 1024  # a longer line without a newline is printed in pieces
 
 # Files the services write themselves, and the name their lines are prefixed with.
 FOLLOWED = {
@@ -52,18 +53,21 @@ FOLLOWED = {
     "oneform.log": "oneform",
     "oneks.log": "oneks",
 }
-CONSOLE_DIR = "console"
+
+
+def _regular_file(path: Path) -> bool:
+    """A regular file we may look at; anything else (absent, unreadable, a device or a
+    FIFO someone put there) is not followed, rather than stopping the follower."""
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
 
 
 def followed_files(log_dir: Path) -> dict[Path, str]:
     """Every file to follow that exists now, with its prefix."""
-    found = {log_dir / name: label for name, label in FOLLOWED.items()
-             if (log_dir / name).is_file()}
-    console = log_dir / CONSOLE_DIR
-    if console.is_dir():
-        for path in sorted(console.glob("*.log")):
-            found[path] = path.stem
-    return found
+    return {log_dir / name: label for name, label in FOLLOWED.items()
+            if _regular_file(log_dir / name)}
 
 
 def max_bytes_from_env(environ: dict[str, str] | os._Environ[str] = os.environ) -> int:
@@ -71,26 +75,32 @@ def max_bytes_from_env(environ: dict[str, str] | os._Environ[str] = os.environ) 
     return int(raw) if raw.isdigit() and int(raw) > 0 else DEFAULT_MAX_BYTES
 
 
-@dataclass
 class _Tail:
     """One followed file: its open handle, inode, read offset and an unfinished line."""
 
-    path: Path
-    label: str
-    handle: BinaryIO | None = None
-    inode: int = 0
-    partial: bytes = b""
-    offset: int = 0
+    __slots__ = ("handle", "inode", "label", "offset", "partial", "path")
+
+    def __init__(self, path: Path, label: str) -> None:
+        self.path = path
+        self.label = label
+        self.handle: BinaryIO | None = None
+        self.inode = 0
+        self.partial = b""
+        self.offset = 0
 
     def open(self, offset: int) -> bool:
-        try:
-            handle = self.path.open("rb")
+        try:  # O_NONBLOCK: a FIFO put in place of a log file must not hang the follower
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         except OSError:
             return False
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            os.close(fd)
+            return False
         self.close()
-        self.handle = handle
-        self.inode = os.fstat(handle.fileno()).st_ino
-        size = os.fstat(handle.fileno()).st_size
+        self.handle = handle = os.fdopen(fd, "rb")
+        self.inode = status.st_ino
+        size = status.st_size
         self.offset = offset if offset <= size else 0
         handle.seek(self.offset)
         self.partial = b""
@@ -114,11 +124,7 @@ class _Tail:
         self.offset += len(data)
         if not data:
             return []
-        chunks = (self.partial + data).split(b"\n")
-        self.partial = chunks.pop()
-        while len(self.partial) > MAX_LINE:
-            chunks.append(self.partial[:MAX_LINE])
-            self.partial = self.partial[MAX_LINE:]
+        chunks, self.partial = split_lines(self.partial, data)
         return chunks
 
     def flush_partial(self) -> list[bytes]:
@@ -126,31 +132,22 @@ class _Tail:
         return [rest] if rest else []
 
 
-@dataclass
 class Follower:
     """Follows the log directory; ``poll`` does one round, ``run`` loops until stopped."""
 
-    log_dir: Path
-    out: BinaryIO
-    max_bytes: int = DEFAULT_MAX_BYTES
-    fmt: str = "text"
-    tails: dict[Path, _Tail] = field(default_factory=dict)
-    _state: dict[str, list[int]] = field(default_factory=dict)
-    _last_sweep: float = 0.0
-
-    def __post_init__(self) -> None:
-        self._state = read_state(self.log_dir)
+    def __init__(self, log_dir: Path, out: BinaryIO, max_bytes: int = DEFAULT_MAX_BYTES,
+                 fmt: str = "text") -> None:
+        self.log_dir = log_dir
+        self.out = out
+        self.max_bytes = max_bytes
+        self.fmt = fmt
+        self.tails: dict[Path, _Tail] = {}
+        self._state = read_state(log_dir)
+        self._last_sweep = 0.0
 
     def _emit(self, tail: _Tail, lines: list[bytes]) -> None:
         for raw in lines:
-            text = raw.replace(b"\x00", b"").decode("utf-8", errors="replace").rstrip("\r")
-            if not text:
-                continue
-            if self.fmt == "json":
-                line = json.dumps({"service": tail.label, "file": tail.path.name, "msg": text})
-            else:
-                line = f"[{tail.label}] {text}"
-            self.out.write(line.encode("utf-8", errors="replace") + b"\n")
+            self.out.write(format_line(tail.label, tail.path.name, raw, self.fmt))
 
     def _discover(self) -> None:
         for path, label in followed_files(self.log_dir).items():
@@ -215,7 +212,7 @@ class Follower:
             self._state = state
             write_state(self.log_dir, state)
 
-    def run(self, should_stop: Any) -> None:
+    def run(self, should_stop: Callable[[], bool]) -> None:
         while not should_stop():
             self.poll()
             time.sleep(POLL_SECONDS)
@@ -255,30 +252,29 @@ def current_ends(log_dir: Path) -> dict[str, list[int]]:
     return state
 
 
-@dataclass(frozen=True)
-class MarkLogsShown:
-    """Before supervisord starts: lines already in the logs are from an earlier run and
-    are not printed again; anything written from now on is."""
-
-    log_dir: Path
-
-    def describe(self) -> dict[str, Any]:
-        return {"action": "mark-logs-shown", "path": str(self.log_dir / STATE_FILE),
-                "owner": "oneadmin", "why": "onerun-logs prints only lines from this run on"}
-
-    def apply(self, ctx: ApplyContext) -> None:
-        atomic_write(self.log_dir / STATE_FILE, json.dumps(current_ends(self.log_dir)).encode(),
-                     0o644, ctx.uid, ctx.gid)
+USAGE = "usage: onerun logs --follow [--root R]"
 
 
-@click.command("logs")
-@click.option("--follow", is_flag=True, required=True,
-              help="Follow the log files (the only mode: run by supervisord).")
-@root_option
-def logs_command(follow: bool, root: str | None) -> None:
-    """Print OpenNebula's log files on stdout, prefixed with the service's name."""
-    del follow
-    layout = Layout.from_env(root)
+def main(argv: list[str]) -> int:
+    """``onerun logs --follow [--root R]``, parsed by hand (no click in a resident process);
+    prints until SIGTERM or SIGINT, then what was written meanwhile."""
+    root: str | None = None
+    follow = False
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg == "--follow":
+            follow = True
+        elif arg == "--root" and args:
+            root = args.pop(0)
+        elif arg.startswith("--root="):
+            root = arg.split("=", 1)[1]
+        else:
+            print(f"unexpected argument {arg!r}; {USAGE}", file=sys.stderr)
+            return 2
+    if not follow:
+        print(f"--follow is required (the only mode); {USAGE}", file=sys.stderr)
+        return 2
     stop = False
 
     def on_signal(_signum: int, _frame: object) -> None:
@@ -288,6 +284,7 @@ def logs_command(follow: bool, root: str | None) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     fmt = os.environ.get("ONERUN_LOG_FORMAT", "text")
-    follower = Follower(layout.log_dir, sys.stdout.buffer, max_bytes_from_env(), fmt)
+    follower = Follower(Layout.from_env(root).log_dir, sys.stdout.buffer, max_bytes_from_env(),
+                        fmt)
     follower.run(lambda: stop)
-
+    return 0

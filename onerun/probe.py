@@ -18,13 +18,20 @@ from onerun.layout import Layout
 TYPE_CHECKING = False  # typing and collections.abc only for annotations (import cost)
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
 KINDS = ("startup", "readiness", "liveness")
 DEFAULT_TIMEOUT = 0.8
 DEFAULT_GRACE = 60.0
+# Liveness: oned RUNNING whose API has answered nothing for this long is wedged
+# (docs/probes.md). Long on purpose: a busy oned must never get the pod restarted.
+DEFAULT_API_THRESHOLD = 600.0
+# After an answer, the next liveness runs within this many seconds skip the API call.
+API_RECHECK = 60.0
+LIVENESS_STATE = "liveness.json"  # under /run/onerun: when oned's API last answered
 USAGE = (
     "usage: onerun probe startup|readiness|liveness [--timeout S] [--root R] [--grace S]"
-    " [--via cli]"
+    " [--api-threshold S] [--via cli]"
 )
 # Raft STATE values of one.zone.raftstatus (reference 5.1).
 RAFT_STATES = {"0": "solo", "1": "candidate", "2": "follower", "3": "leader"}
@@ -44,15 +51,16 @@ class UsageError(Exception):
 class Options:
     """What the command line asked for."""
 
-    __slots__ = ("grace", "kind", "root", "timeout", "via_cli")
+    __slots__ = ("api_threshold", "grace", "kind", "root", "timeout", "via_cli")
 
     def __init__(self, kind: str, timeout: float, root: str | None, grace: float,
-                 via_cli: bool) -> None:
+                 via_cli: bool, *, api_threshold: float = DEFAULT_API_THRESHOLD) -> None:
         self.kind = kind
         self.timeout = timeout
         self.root = root
         self.grace = grace
         self.via_cli = via_cli
+        self.api_threshold = api_threshold
 
 
 def parse_args(argv: list[str]) -> Options:
@@ -63,7 +71,7 @@ def parse_args(argv: list[str]) -> Options:
     while args:
         arg = args.pop(0)
         name, eq, inline = arg.partition("=")
-        if name in ("--timeout", "--root", "--grace", "--via"):
+        if name in ("--timeout", "--root", "--grace", "--via", "--api-threshold"):
             if eq:
                 values[name] = inline
             elif args:
@@ -82,7 +90,8 @@ def parse_args(argv: list[str]) -> Options:
     if via not in (None, "cli"):
         raise UsageError(f"--via accepts only 'cli', not {via!r}")
     return Options(kind, _seconds(values, "--timeout", DEFAULT_TIMEOUT), values.get("--root"),
-                   _seconds(values, "--grace", DEFAULT_GRACE), via == "cli")
+                   _seconds(values, "--grace", DEFAULT_GRACE), via == "cli",
+                   api_threshold=_seconds(values, "--api-threshold", DEFAULT_API_THRESHOLD))
 
 
 def _seconds(values: dict[str, str], name: str, default: float) -> float:
@@ -302,15 +311,16 @@ def check_via_cli(layout: Layout, deadline: Deadline) -> str:
     return "oneuser show 0 succeeded"
 
 
-def check_liveness(layout: Layout, deadline: Deadline, grace: float) -> str:
+def check_liveness(layout: Layout, deadline: Deadline, grace: float,
+                   api_threshold: float = DEFAULT_API_THRESHOLD) -> str:
     """Alive while supervisord runs oned (STARTING or RUNNING) and no critical program is FATAL.
 
-    Critical means what the event listener ends the pod for (onerun.critical): another
-    service that stays FATAL leaves the pod up, as the listener does, so a broken FireEdge
-    does not restart oned. Never asks oned's API: a busy oned (bootstrap, upgrade, slow DB)
-    must not get the pod killed. Only an oned RUNNING for longer than ``grace`` whose port
-    refuses connections now counts as dead; supervisord's own ``start``/``now`` times say
-    how long, so no state file.
+    Critical means what supervisord's hook ends the pod for (onerun.critical): another
+    service that stays FATAL leaves the pod up, as the hook does, so a broken FireEdge
+    does not restart oned. A busy oned (bootstrap, upgrade, slow DB) must not get the pod
+    killed: only an oned RUNNING for longer than ``grace`` (supervisord's own
+    ``start``/``now`` times) whose port refuses connections now, or whose API has
+    answered nothing for ``api_threshold`` seconds, counts as dead.
     """
     from onerun.critical import CRITICAL_PROGRAMS
 
@@ -333,34 +343,124 @@ def check_liveness(layout: Layout, deadline: Deadline, grace: float) -> str:
     up = _as_int(oned.get("now")) - _as_int(oned.get("start"))
     if up <= grace:
         return f"oned RUNNING for {up} s (port checked after {grace:g} s){note}"
-    return _check_port(up, deadline) + note
+    identity = f"{_as_int(oned.get('pid'))}:{_as_int(oned.get('start'))}"
+    return _check_oned_answers(layout, identity, up, deadline, api_threshold) + note
 
 
 def _as_int(value: object) -> int:
     return value if isinstance(value, int) else 0
 
 
-def _check_port(up: int, deadline: Deadline) -> str:
-    """oned RUNNING past the grace: its XML-RPC port must accept a TCP connection."""
+def _check_oned_answers(layout: Layout, identity: str, up: int, deadline: Deadline,
+                        api_threshold: float) -> str:
+    """oned RUNNING past the grace: its XML-RPC port must not refuse a connection, and its
+    API must have answered something within ``api_threshold`` seconds.
+
+    A connected socket proves little: the kernel completes connections into the listen
+    backlog even when oned never calls accept. So the API is asked too (one.user.info, as
+    the startup probe asks; any XML-RPC answer counts, a refused login included), at most
+    once every API_RECHECK seconds while it answers. When it last answered is kept in
+    /run/onerun/liveness.json, per oned process (pid and start time), so a new oned starts
+    a new count. A probe that cannot write the file never fails on the API: no evidence,
+    no restart.
+    """
     import socket
     from urllib.parse import urlsplit
 
     from onerun.oneapi import endpoint_from_env
 
-    url = urlsplit(endpoint_from_env())
+    endpoint = endpoint_from_env()
+    url = urlsplit(endpoint)
     host = url.hostname or "127.0.0.1"
     port = url.port or (443 if url.scheme == "https" else 80)
-    deadline.step = f"connecting to {host}:{port}"
+    where = f"{host}:{port}"
+    deadline.step = f"connecting to {where}"
     try:
         with socket.create_connection((host, port), timeout=deadline.remaining()):
             pass
     except ConnectionRefusedError:
-        raise ProbeFailure(f"oned RUNNING for {up} s but {host}:{port} refuses "
-                           "connections") from None
+        raise ProbeFailure(f"oned RUNNING for {up} s but {where} refuses connections") from None
     except OSError as exc:
-        # Not a refusal (a full backlog, a slow resolver): oned may be busy, not dead.
-        return f"oned RUNNING for {up} s; {host}:{port} did not accept in time ({exc})"
-    return f"oned RUNNING for {up} s, {host}:{port} accepts connections"
+        # Not a refusal (a full backlog, a slow resolver): busy or wedged, the API decides.
+        why = f"{where} did not accept in time ({exc})"
+    else:
+        why = ""
+    state_file = layout.run_onerun / LIVENESS_STATE
+    state = _read_liveness_state(state_file, identity)
+    now = time.time()
+    if state is not None and state[1] and now - state[0] < API_RECHECK:
+        return f"oned RUNNING for {up} s, {where} accepts connections; its API answered " \
+               f"{now - state[0]:.0f} s ago"
+    if not why:
+        why = _api_silence(layout, deadline, endpoint)
+    if not why:
+        _write_liveness_state(state_file, identity, now, True)
+        return f"oned RUNNING for {up} s, {where} accepts connections; its API answered"
+    since = state[0] if state is not None else now
+    if state is None or state[1]:
+        _write_liveness_state(state_file, identity, since, False)
+    silent = now - since
+    if silent >= api_threshold:
+        raise ProbeFailure(f"oned RUNNING for {up} s but its API has answered nothing for "
+                           f"{silent:.0f} s (threshold {api_threshold:g} s): {why}")
+    port_note = "" if why.startswith(where) else f", {where} accepts connections"
+    return (f"oned RUNNING for {up} s{port_note}; its API has not answered for {silent:.0f} s "
+            f"({why}); not alive after {api_threshold:g} s")
+
+
+def _api_silence(layout: Layout, deadline: Deadline, endpoint: str) -> str:
+    """Why oned's API gave no answer in the time left, or "" when it answered anything."""
+    import http.client
+    import xmlrpc.client
+
+    from onerun.oneapi import OneApiError, OneClient, one_auth_path, read_session
+
+    try:
+        session = read_session(one_auth_path(layout.one_auth))
+    except (OSError, OneApiError):
+        session = "oneadmin:liveness-probe"  # a refused login is an answer too
+    timeout = deadline.remaining()
+    deadline.step = "one.user.info"
+    try:
+        OneClient(endpoint, session, timeout).call("one.user.info", 0, False)
+    except OneApiError as exc:
+        cause = exc.__cause__
+        if cause is None or isinstance(cause, xmlrpc.client.Error):
+            return ""  # oned's own failure array, a fault or an HTTP error: it answered
+        if isinstance(cause, TimeoutError):
+            return f"no answer to one.user.info within {timeout:.2f} s"
+        if isinstance(cause, OSError | http.client.HTTPException):
+            return f"one.user.info: {_short(cause)}"
+        return f"one.user.info: {_short(exc)}"
+    return ""
+
+
+def _read_liveness_state(path: Path, identity: str) -> tuple[float, bool] | None:
+    """(since, answered) recorded for this oned process, or None."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+        if data["oned"] == identity:
+            return float(data["since"]), bool(data["answered"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def _write_liveness_state(path: Path, identity: str, since: float, answered: bool) -> None:
+    """Temp file and rename; a failure leaves the probe stateless (it never fails then)."""
+    import json
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps({"oned": identity, "since": since, "answered": answered}))
+        tmp.replace(path)
+    except OSError:
+        import contextlib  # loaded already by http.client
+
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def supervisor_processes(socket_path: str, deadline: Deadline) -> list[dict[str, object]]:
@@ -427,7 +527,7 @@ def run(options: Options, deadline: Deadline) -> Outcome:
     if options.via_cli:
         return True, check_via_cli(layout, deadline)
     if options.kind == "liveness":
-        return True, check_liveness(layout, deadline, options.grace)
+        return True, check_liveness(layout, deadline, options.grace, options.api_threshold)
     if options.kind == "readiness":
         return True, check_readiness(layout, deadline)
     return True, check_startup(layout, deadline)

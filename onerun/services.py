@@ -34,9 +34,11 @@ SERVICE_NAMES = (
     "ssh-agent",
 )
 
-# onerun's own programs under supervisord.
+# onerun's own programs under supervisord: the resident log follower and the one-shot
+# that loads oneadmin's keys into ssh-agent. (Programs' output and critical failures
+# are handled inside supervisord's process, onerun/pid1.py, by no program of their own.)
 LOGS_PROGRAM = "onerun-logs"
-EVENTS_PROGRAM = "onerun-events"
+SSH_ADD_PROGRAM = "onerun-ssh-add"
 # POST_START_PROGRAM, the one-shot, is in onerun.critical (the probe reads it there).
 
 # PATH of the packaged oned unit: the override directory holds the ssh wrapper.
@@ -79,8 +81,8 @@ LOG_FILES_OF = {
 # Priorities: start ascending, stop descending (one after another).
 PRIORITY = {
     LOGS_PROGRAM: 1,
-    EVENTS_PROGRAM: 2,
     "ssh-agent": 10,
+    SSH_ADD_PROGRAM: 11,
     "oned": 20,
     "hem": 30,
     "guacd": 40,
@@ -106,12 +108,9 @@ class Program:
     """One supervisord program, everything the config needs and nothing secret.
 
     ``command`` is the argv as supervisord runs it (already wrapped in ``onerun
-    wait-oned`` where the program needs oned). ``console`` is the file supervisord
-    writes the program's stdout+stderr to, which the follower prints with the program's
-    name; None means straight to supervisord's stdout (the follower itself, already
-    prefixed).
-    ``as_oneadmin`` False keeps the supervisord user (the event listener must signal
-    supervisord). ``events`` non-empty makes it an eventlistener.
+    wait-oned`` where the program needs oned). Its stdout and stderr reach the
+    container's stdout prefixed with ``name`` (onerun/pid1.py); ``log_files`` are the
+    files it writes itself, which the follower prints. Every program runs as oneadmin.
     """
 
     name: str
@@ -124,9 +123,6 @@ class Program:
     stopwaitsecs: int = STOPWAIT_SERVICE
     environment: dict[str, str] = field(default_factory=dict)
     log_files: tuple[Path, ...] = ()
-    console: Path | None = None
-    as_oneadmin: bool = True
-    events: tuple[str, ...] = ()
 
     @property
     def critical(self) -> bool:
@@ -142,11 +138,6 @@ def onerun_argv() -> list[str]:
 def installed(layout: Layout, name: str) -> bool:
     """Whether the image carries ``name`` (its binary or server script exists)."""
     return layout.binary(INSTALLED_BY[name]).exists()
-
-
-def console_log(layout: Layout, name: str) -> Path:
-    """Where supervisord writes a program's stdout/stderr for the follower to prefix."""
-    return layout.log_dir / "console" / f"{name}.log"
 
 
 def service_auth_files_for(release: Version | None,
@@ -217,14 +208,14 @@ def _service_command(layout: Layout, name: str) -> list[str]:
         # instructions; FireEdge, in this container, reaches it at localhost:4822.
         return [script, "-f", "-b", "127.0.0.1", "-L", "info"]
     if name == "ssh-agent":
-        return [*onerun_argv(), "ssh-agent"]
+        # The agent itself, in the foreground, as supervisord's program: no process of
+        # ours stays resident as its parent. Keys: the onerun-ssh-add one-shot.
+        return [script, "-D", "-a", str(layout.ssh_agent_sock)]
     return [ruby, script]
 
 
 def _service_program(settings: Settings, layout: Layout, name: str, agent: bool) -> Program:
     env = _base_environment(layout)
-    if name == "ssh-agent":
-        env = _helper_environment(settings, layout)
     if name in ("oned", "hem") and agent:
         env["SSH_AUTH_SOCK"] = str(layout.ssh_agent_sock)
     if name == "oned":
@@ -242,7 +233,7 @@ def _service_program(settings: Settings, layout: Layout, name: str, agent: bool)
         command=command,
         priority=PRIORITY[name],
         # A crashed oned leaves its lock (reference 1.4): restarting it in place fails, so
-        # the event listener ends the pod and the next start cleans up.
+        # supervisord's hook (pid1.py) ends the pod and the next start cleans up.
         autorestart=not critical,
         startsecs=10 if name == "oned" else 3,
         startretries=0 if critical else 5,
@@ -250,7 +241,6 @@ def _service_program(settings: Settings, layout: Layout, name: str, agent: bool)
         STOPWAIT_HELPER if name == "ssh-agent" else STOPWAIT_SERVICE,
         environment=env,
         log_files=tuple(layout.log_dir / f for f in LOG_FILES_OF.get(name, ())),
-        console=console_log(layout, name),
     )
 
 
@@ -266,7 +256,15 @@ def _post_start_program(settings: Settings, layout: Layout, heal_service_auth: b
         name=POST_START_PROGRAM, command=argv, priority=PRIORITY[POST_START_PROGRAM],
         autorestart=False, startsecs=0, startretries=0, stopwaitsecs=STOPWAIT_HELPER,
         environment=_helper_environment(settings, layout),
-        console=console_log(layout, POST_START_PROGRAM),
+    )
+
+
+def _ssh_add_program(settings: Settings, layout: Layout) -> Program:
+    """Once the agent listens, load the keys (the packaged unit's ExecStartPost)."""
+    return Program(
+        name=SSH_ADD_PROGRAM, command=[*onerun_argv(), "ssh-add"],
+        priority=PRIORITY[SSH_ADD_PROGRAM], autorestart=False, startsecs=0, startretries=0,
+        stopwaitsecs=STOPWAIT_HELPER, environment=_helper_environment(settings, layout),
     )
 
 
@@ -276,7 +274,7 @@ def plan_programs(settings: Settings, layout: Layout, *, maintenance: bool,
     """Every program supervisord runs, in start order.
 
     OpenNebula services only when installed and enabled; none at all in maintenance
-    mode (the container stays up for an operator with the follower and the listener).
+    mode (the container stays up for an operator with the follower alone).
     """
     services: list[str] = []
     if not maintenance:
@@ -284,21 +282,14 @@ def plan_programs(settings: Settings, layout: Layout, *, maintenance: bool,
                     if settings.service_enabled(n) and installed(layout, n)]
     agent = "ssh-agent" in services
     programs = [_service_program(settings, layout, name, agent) for name in services]
+    if agent:
+        programs.append(_ssh_add_program(settings, layout))
     if "oned" in services:
         programs.append(_post_start_program(settings, layout, heal_service_auth, record_start))
-    critical = sorted(p.name for p in programs if p.critical)
     programs.append(Program(
         name=LOGS_PROGRAM, command=[*onerun_argv(), "logs", "--follow"],
         priority=PRIORITY[LOGS_PROGRAM], stopwaitsecs=STOPWAIT_LOGS,
-        environment=_helper_environment(settings, layout), console=None,
-    ))
-    programs.append(Program(
-        name=EVENTS_PROGRAM,
-        command=[*onerun_argv(), "supervise-events", *(f"--critical={n}" for n in critical)],
-        priority=PRIORITY[EVENTS_PROGRAM], stopwaitsecs=STOPWAIT_HELPER,
         environment=_helper_environment(settings, layout),
-        console=console_log(layout, EVENTS_PROGRAM), as_oneadmin=False,
-        events=("PROCESS_STATE_FATAL", "PROCESS_STATE_EXITED"),
     ))
     return sorted(programs, key=lambda p: p.priority)
 

@@ -1,4 +1,5 @@
-"""oneadmin's SSH identity: keys from a mounted secret, or one generated once on the volume.
+"""oneadmin's SSH identity: keys from a mounted secret, or one generated once on the volume,
+and ``onerun ssh-add``, which loads them into oneadmin's agent.
 
 The drivers reach the hypervisors over SSH as oneadmin (reference 4.3); a volume over
 /var/lib/one hides the packaged ~/.ssh, so onerun puts back what is needed.
@@ -6,14 +7,22 @@ The drivers reach the hypervisors over SSH as oneadmin (reference 4.3); a volume
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
+
+from onerun.cliopts import root_option
 from onerun.fsutil import atomic_write
+from onerun.layout import Layout
+from onerun.log import Logger
 from onerun.plan import ApplyContext
 
 # Private key names ssh tries, in its order; files taken from ONERUN_SSH_DIR are these, their
@@ -98,3 +107,50 @@ class GenerateSshKey:
                          ctx.uid, ctx.gid)
             atomic_write(self.path, key.read_bytes(), 0o600, ctx.uid, ctx.gid)
         ctx.log(f"generated an SSH key for oneadmin at {self.path}")
+
+
+# --- onerun ssh-add: the keys into oneadmin's agent ---------------------------------------
+
+AGENT_WAIT_SECONDS = 10.0
+
+
+def load_agent_keys(layout: Layout, log: Logger, timeout: float = AGENT_WAIT_SECONDS) -> int:
+    """Wait for the agent's socket, then ``ssh-add`` the keys in ~/.ssh.
+
+    ssh-agent itself is the supervisord program (no process of ours stays its parent);
+    this one-shot does what the packaged unit's ExecStartPost does
+    (share/pkgs/services/systemd/opennebula-ssh-agent.service). A failed ssh-add is a
+    warning, as there: the agent runs without keys. Exit 1 only when the agent never
+    listened, whose own failure then ends the pod (onerun.critical).
+    """
+    socket_path = layout.ssh_agent_sock
+    deadline = time.monotonic() + timeout
+    while not socket_path.is_socket():
+        if time.monotonic() > deadline:
+            log.error(f"ssh-agent did not create {socket_path} within {timeout:g} s")
+            return 1
+        time.sleep(0.05)
+    keys = [str(layout.ssh_dir / n) for n in PRIVATE_KEY_NAMES
+            if (layout.ssh_dir / n).is_file()]
+    if not keys:
+        log.warning(f"no key in {layout.ssh_dir}; the agent holds none")
+        return 0
+    packaged = layout.binary("/usr/bin/ssh-add")
+    result = subprocess.run(
+        [str(packaged) if packaged.exists() else "ssh-add", *keys],
+        env={**os.environ, "SSH_AUTH_SOCK": str(socket_path)},
+        stdin=subprocess.DEVNULL, check=False,
+    )
+    if result.returncode != 0:
+        log.warning(f"ssh-add failed with exit {result.returncode}; the agent holds no key")
+    else:
+        log.info(f"ssh-agent at {socket_path} holds {len(keys)} key(s)")
+    return 0
+
+
+@click.command("ssh-add")
+@root_option
+def ssh_add_command(root: str | None) -> None:
+    """Load oneadmin's keys into the agent supervisord runs (oned's drivers forward it)."""
+    layout = Layout.from_env(root)
+    sys.exit(load_agent_keys(layout, Logger(os.environ.get("ONERUN_LOG_FORMAT", "text"))))

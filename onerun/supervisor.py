@@ -1,33 +1,29 @@
 """supervisord: its config rendered from templates/supervisord.conf.j2, the actions that
 prepare for it, and the final exec with an environment scrubbed to an allow-list.
 
-Also ``onerun ssh-agent``, the small wrapper supervisord runs for oneadmin's agent.
 """
 
 from __future__ import annotations
 
+import errno
+import importlib.util
+import json
 import os
 import re
 import shlex
-import shutil
-import signal
-import subprocess
+import stat
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-import click
-
-from onerun.cliopts import root_option
-from onerun.errors import DependencyUnavailable, OnerunError
-from onerun.fsutil import atomic_write, chown_if_root, running_as_root
+from onerun.errors import OnerunError
+from onerun.fsutil import atomic_write, running_as_root
 from onerun.layout import Layout
-from onerun.logs import MarkLogsShown
-from onerun.plan import Action, ApplyContext, EnsureDirectory
-from onerun.services import Program
+from onerun.logs import STATE_FILE, current_ends
+from onerun.plan import Action, ApplyContext, EnsureDirectory, RemoveFile
+from onerun.services import LOGS_PROGRAM, Program
 from onerun.settings import Settings
 
 # Variables passed on to supervisord and so to every program. Nothing else: the
@@ -48,10 +44,14 @@ def stop_budget_seconds(programs: list[Program]) -> int:
 
 @dataclass(frozen=True)
 class EnsureLogFile:
-    """Create a log file owned by oneadmin (only that file, never recursively).
+    """Create a log file a service writes, owned by oneadmin (only that file, never
+    recursively), so that the follower (oneadmin) can bound it.
 
-    supervisord opens programs' console files itself, as the user it runs as; made
-    beforehand they belong to oneadmin, so the follower (oneadmin) can bound them.
+    /var/log/one belongs to oneadmin, so whatever is at the path may have been put there
+    by oneadmin: as root, following a link would create, open or chown any file it
+    names. The file is opened without following a link (O_NOFOLLOW), without waiting
+    for a FIFO's reader (O_NONBLOCK), and its owner is fixed through that descriptor;
+    anything but a regular file is left alone and reported.
     """
 
     path: Path
@@ -61,13 +61,45 @@ class EnsureLogFile:
                 "mode": "0640"}
 
     def apply(self, ctx: ApplyContext) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        flags = (os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
+                 | os.O_NOCTTY)
+        try:
+            fd = os.open(self.path, flags, 0o640)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                ctx.log(f"left {self.path} alone: it is a symbolic link, and onerun follows "
+                        "no link in a directory oneadmin can write")
+                return
+            if exc.errno in (errno.ENXIO, errno.EISDIR):
+                ctx.log(f"left {self.path} alone: not a regular file")
+                return
+            raise
         try:
             status = os.fstat(fd)
+            if not stat.S_ISREG(status.st_mode):
+                ctx.log(f"left {self.path} alone: not a regular file")
+                return
+            if (status.st_uid, status.st_gid) != (ctx.uid, ctx.gid) and running_as_root():
+                os.fchown(fd, ctx.uid, ctx.gid)
         finally:
             os.close(fd)
-        if (status.st_uid, status.st_gid) != (ctx.uid, ctx.gid):
-            chown_if_root(self.path, ctx.uid, ctx.gid)
+
+
+@dataclass(frozen=True)
+class MarkLogsShown:
+    """Before supervisord starts: lines already in the logs are from an earlier run and
+    are not printed again by the follower (onerun/logs.py); anything written from now on
+    is."""
+
+    log_dir: Path
+
+    def describe(self) -> dict[str, Any]:
+        return {"action": "mark-logs-shown", "path": str(self.log_dir / STATE_FILE),
+                "owner": "oneadmin", "why": "onerun-logs prints only lines from this run on"}
+
+    def apply(self, ctx: ApplyContext) -> None:
+        atomic_write(self.log_dir / STATE_FILE, json.dumps(current_ends(self.log_dir)).encode(),
+                     0o644, ctx.uid, ctx.gid)
 
 
 @dataclass(frozen=True)
@@ -115,8 +147,13 @@ def render_config(layout: Layout, programs: list[Program], *, run_as_root: bool)
     return env.get_template("supervisord.conf.j2").render(
         programs=programs, run_as_root=run_as_root, oneadmin=layout.oneadmin.name,
         socket=layout.supervisor_sock, pidfile=layout.run_onerun / "supervisord.pid",
-        stdout=layout.stdout_fifo,
+        # A fixed directory oneadmin owns (its home), never wherever onerun was started.
+        # The packaged units (share/pkgs/services/systemd/opennebula*.service) set no
+        # WorkingDirectory, so systemd runs them in /, which oneadmin cannot write.
+        workdir=layout.var_lib_one,
         stop_budget=stop_budget_seconds(programs),
+        critical=[p.name for p in programs if p.critical],
+        raw_output=[p.name for p in programs if p.name == LOGS_PROGRAM],
     )
 
 
@@ -128,15 +165,17 @@ def supervisor_actions(settings: Settings, layout: Layout,
         EnsureDirectory(layout.run_onerun, 0o755, owned_by_oneadmin=False,
                         why="supervisord's config and socket"),
         EnsureDirectory(layout.log_dir, 0o755, why="OpenNebula's logs"),
-        EnsureDirectory(layout.log_dir / "console", 0o750,
-                        why="programs' stdout/stderr, printed by onerun-logs"),
     ]
     seen: set[Path] = set()
     for program in programs:
-        for path in (*program.log_files, *([program.console] if program.console else [])):
+        for path in program.log_files:
             if path not in seen:
                 seen.add(path)
                 actions.append(EnsureLogFile(path))
+    if any(program.name == "ssh-agent" for program in programs):
+        actions.append(RemoveFile(layout.ssh_agent_sock,
+                                  why="left by the previous ssh-agent; ssh-agent -a refuses "
+                                      "an existing path"))
     actions.append(MarkLogsShown(layout.log_dir))
     actions.append(WriteSupervisorConfig(
         layout.supervisor_conf, render_config(layout, programs, run_as_root=running_as_root())))
@@ -144,12 +183,12 @@ def supervisor_actions(settings: Settings, layout: Layout,
 
 
 def supervisord_argv(layout: Layout) -> list[str]:
-    """``supervisord -n -c <conf>``: the one installed next to this Python, else on PATH."""
-    beside = Path(sys.executable).parent / "supervisord"
-    found = str(beside) if os.access(beside, os.X_OK) else shutil.which("supervisord")
-    if found is None:
+    """``onerun supervisord -n -c <conf>``: supervisord's main loop with onerun's hook in
+    its process (onerun/pid1.py), run by this interpreter, which has supervisor installed."""
+    if importlib.util.find_spec("supervisor") is None:
         raise OnerunError("supervisord is not installed (pip install supervisor)")
-    return [found, "-n", "-c", str(layout.supervisor_conf)]
+    return [sys.executable, "-m", "onerun", "supervisord", "-n", "-c",
+            str(layout.supervisor_conf)]
 
 
 def scrubbed_environment(environ: Mapping[str, str], layout: Layout) -> dict[str, str]:
@@ -165,65 +204,7 @@ def scrubbed_environment(environ: Mapping[str, str], layout: Layout) -> dict[str
 
 
 def exec_supervisord(layout: Layout, environ: Mapping[str, str]) -> NoReturn:
-    """Replace this process with supervisord (PID 1 in the container gets SIGTERM).
-
-    The stdout relay is started first: it keeps the container's stdout for the logs.
-    """
-    from onerun.stdout_relay import start_stdout_relay
-
+    """Replace this process with supervisord (PID 1 in the container gets SIGTERM); it
+    keeps this process's stdout, the container's, and prints every program's output."""
     argv = supervisord_argv(layout)
-    clean = scrubbed_environment(environ, layout)
-    start_stdout_relay(layout.stdout_fifo, clean)
-    os.execve(argv[0], argv, clean)  # noqa: S606 - argv list
-
-
-# --- onerun ssh-agent -----------------------------------------------------------------------
-
-_KEY_NAMES = ("id_ed25519", "id_ecdsa", "id_rsa")
-
-
-def _wait_for_socket(path: Path, agent: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if agent.poll() is not None or time.monotonic() > deadline:
-            raise DependencyUnavailable(f"ssh-agent did not create {path}")
-        time.sleep(0.05)
-
-
-@click.command("ssh-agent")
-@root_option
-def ssh_agent_command(root: str | None) -> None:
-    """Run oneadmin's ssh-agent with its keys loaded (oned's drivers forward it)."""
-    from onerun.log import Logger
-
-    layout = Layout.from_env(root)
-    log = Logger(os.environ.get("ONERUN_LOG_FORMAT", "text"))
-    socket_path = layout.ssh_agent_sock
-    socket_path.unlink(missing_ok=True)  # left by a previous agent of this container
-    agent_binary = layout.binary("/usr/bin/ssh-agent")
-    agent = subprocess.Popen([str(agent_binary), "-D", "-a", str(socket_path)])
-    stopping = False
-
-    def forward(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        agent.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    _wait_for_socket(socket_path, agent, timeout=10)
-    keys = [str(layout.ssh_dir / n) for n in _KEY_NAMES if (layout.ssh_dir / n).is_file()]
-    if keys:
-        ssh_add = agent_binary.with_name("ssh-add")
-        result = subprocess.run(
-            [str(ssh_add) if ssh_add.exists() else "ssh-add", *keys],
-            env={**os.environ, "SSH_AUTH_SOCK": str(socket_path)},
-            stdin=subprocess.DEVNULL, check=False,
-        )
-        if result.returncode != 0:
-            log.warning(f"ssh-add failed with exit {result.returncode}; the agent holds no key")
-    else:
-        log.warning(f"no key in {layout.ssh_dir}; the agent holds none")
-    code = agent.wait()
-    # ssh-agent exits 2 when terminated (its packaged unit lists 2 as success).
-    sys.exit(0 if stopping else code or 1)
+    os.execve(argv[0], argv, scrubbed_environment(environ, layout))  # noqa: S606 - argv list

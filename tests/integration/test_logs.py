@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from onerun.logs import Follower, MarkLogsShown, read_state
+from onerun.logs import Follower, read_state
 from onerun.plan import ApplyContext
+from onerun.supervisor import MarkLogsShown
 
 
 def _follower(log_dir: Path, max_bytes: int = 1 << 20, fmt: str = "text") -> tuple[Follower,
@@ -34,19 +35,30 @@ def _append(path: Path, text: str) -> None:
 
 
 def test_prefixes_lines_and_follows_files_that_appear_later(tmp_path: Path) -> None:
-    (tmp_path / "console").mkdir()
     _append(tmp_path / "oned.log", "first oned line\n")
     follower, out = _follower(tmp_path)
     follower.poll()
     _append(tmp_path / "monitor.log", "monitord line\n")
-    _append(tmp_path / "console" / "oneflow.log", "flow stdout\npartial")
+    _append(tmp_path / "oneflow.log", "flow line\npartial")
     _append(tmp_path / "unrelated.txt", "not followed\n")
     follower.poll()
     assert _lines(out) == ["[oned] first oned line", "[monitord] monitord line",
-                           "[oneflow] flow stdout"]
-    _append(tmp_path / "console" / "oneflow.log", " finished\n")
+                           "[oneflow] flow line"]
+    _append(tmp_path / "oneflow.log", " finished\n")
     follower.poll()
     assert _lines(out)[-1] == "[oneflow] partial finished"
+
+
+def test_what_is_not_a_readable_regular_file_is_skipped_not_fatal(tmp_path: Path) -> None:
+    """oneadmin may put a FIFO, a link to a file it cannot read, or a directory where a
+    log file belongs: the follower goes on with the others."""
+    os.mkfifo(tmp_path / "oned.log")
+    (tmp_path / "monitor.log").symlink_to(tmp_path / "nowhere" / "monitor.log")
+    (tmp_path / "sched.log").mkdir()
+    _append(tmp_path / "oneflow.log", "flow line\n")
+    follower, out = _follower(tmp_path)
+    follower.poll()
+    assert _lines(out) == ["[oneflow] flow line"]
 
 
 def test_json_format_names_service_and_file(tmp_path: Path) -> None:

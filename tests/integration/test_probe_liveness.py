@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import xmlrpc.client
 from collections.abc import Callable, Iterator
@@ -27,10 +28,6 @@ STAYS_UP = (
     "#!/bin/sh\n# stand-in for {name} (tests only): stays up, serves nothing\nexec sleep 600\n"
 )
 EXITS_AT_ONCE = "#!/bin/sh\n# stand-in for {name} (tests only): fails at once\nexit 1\n"
-EVENT_LISTENER = (
-    "#!/bin/sh\n# stand-in for onerun's supervisord event listener (tests only)\n"
-    "echo READY\nexec cat > /dev/null\n"
-)
 
 Programs = dict[str, dict[str, str]]
 
@@ -44,7 +41,7 @@ def refused_port() -> int:
 class Supervisord:
     """A real supervisord under ``root`` with the given programs; stopped by ``stop``."""
 
-    def __init__(self, root: Path, programs: Programs, listeners: Programs | None = None) -> None:
+    def __init__(self, root: Path, programs: Programs) -> None:
         self.root = root
         self.sock = root / "run/onerun/supervisor.sock"
         self.sock.parent.mkdir(parents=True, exist_ok=True)
@@ -56,10 +53,9 @@ class Supervisord:
             "[rpcinterface:supervisor]\n"
             "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n",
         ]
-        for kind, group in (("program", programs), ("eventlistener", listeners or {})):
-            for name, options in group.items():
-                body = "".join(f"{key}={value}\n" for key, value in options.items())
-                sections.append(f"[{kind}:{name}]\n{body}")
+        for name, options in programs.items():
+            body = "".join(f"{key}={value}\n" for key, value in options.items())
+            sections.append(f"[program:{name}]\n{body}")
         self.conf = root / "run/onerun/supervisord.conf"
         self.conf.write_text("\n".join(sections))
         self.process = subprocess.Popen([str(SUPERVISORD), "-n", "-c", str(self.conf)],
@@ -136,9 +132,8 @@ def supervisord(tmp_path: Path) -> Iterator[Callable[..., Supervisord]]:
         pytest.skip(f"{SUPERVISORD} is absent (pip install supervisor into the venv)")
     started: list[Supervisord] = []
 
-    def start(programs: Programs, listeners: Programs | None = None,
-              name: str = "root") -> Supervisord:
-        instance = Supervisord(tmp_path / name, programs, listeners)
+    def start(programs: Programs, name: str = "root") -> Supervisord:
+        instance = Supervisord(tmp_path / name, programs)
         started.append(instance)
         return instance
 
@@ -155,10 +150,8 @@ def test_running_services_are_alive_and_stopped_supervisord_is_not(
         "hem": running(root, "hem"),
         "fireedge": running(root, "fireedge"),
         "onerun-logs": running(root, "onerun-logs"),
-    }, listeners={"onerun-events": {
-        "command": stand_in(root, "onerun-events", EVENT_LISTENER),
-        "events": "PROCESS_STATE_FATAL"}})
-    sup.wait_for({"oned": "RUNNING", "hem": "RUNNING", "onerun-events": "RUNNING"})
+    })
+    sup.wait_for({"oned": "RUNNING", "hem": "RUNNING", "onerun-logs": "RUNNING"})
 
     code, out = liveness(root, xmlrpc_port=refused_port())
     assert code == 0, out
@@ -264,3 +257,47 @@ def test_maintenance_still_needs_supervisord(tmp_path: Path) -> None:
     code, out = liveness(tmp_path / "root")
     assert code == 1
     assert "supervisord is not running" in out
+
+
+def test_an_oned_whose_api_stays_silent_is_dead_only_after_the_threshold(
+        supervisord: Callable[..., Supervisord], tmp_path: Path) -> None:
+    """A wedged oned: its port accepts (the kernel queues connections in the backlog)
+    but nothing ever answers. Not alive once the API has been silent for the threshold,
+    never before; the state lives in a small file under the runtime directory."""
+    root = tmp_path / "root"
+    sup = supervisord({"oned": running(root, "oned")})
+    sup.wait_for({"oned": "RUNNING"})
+    while sup.uptime("oned") < 2:
+        time.sleep(0.2)
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as wedged:  # never accept()s
+        port = wedged.getsockname()[1]
+        args = ("--grace", "1", "--api-threshold", "4", "--timeout", "1")
+        code, out = liveness(root, *args, xmlrpc_port=port)
+        assert code == 0, out
+        assert "has not answered" in out
+        state = root / "run/onerun/liveness.json"
+        assert state.is_file()
+        time.sleep(2)
+        code, out = liveness(root, *args, xmlrpc_port=port)
+        assert code == 0, out  # 2 s of silence, the threshold is 4
+        time.sleep(3)
+        code, out = liveness(root, *args, xmlrpc_port=port)
+        assert code == 1
+        assert "its API has answered nothing for" in out and "threshold 4 s" in out
+
+    # oned answers again (any XML-RPC answer counts): alive, and the count starts over.
+    from xmlrpc.server import SimpleXMLRPCServer
+
+    server = SimpleXMLRPCServer(("127.0.0.1", 0), logRequests=False, allow_none=True)
+    server.register_function(lambda *args: [False, "[one.user.info] not authorized", 0x100],
+                             "one.user.info")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        code, out = liveness(root, *args, xmlrpc_port=port)
+        assert code == 0, out
+        assert "API answered" in out
+    finally:
+        server.shutdown()
+        server.server_close()

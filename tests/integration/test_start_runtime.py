@@ -50,6 +50,9 @@ from xmlrpc.server import SimpleXMLRPCServer
 
 root = pathlib.Path(__file__).resolve().parents[2]
 records = root.parent / "records"  # the test's records dir, beside the root
+if (records / "oned-fails").exists():
+    print("stand-in oned: failing on purpose", flush=True)
+    sys.exit(255)
 port = int(os.environ["ONE_XMLRPC"].rsplit(":", 1)[1].split("/")[0])
 (records / "oned.json").write_text(json.dumps(
     {"uid": os.getuid(), "argv": sys.argv, "env": dict(os.environ), "started": time.time()}))
@@ -390,6 +393,21 @@ def test_newer_db_is_refused_naming_the_matching_image(stack: Stack) -> None:
                           text=True, timeout=120, check=False)
     assert dry.returncode == real.returncode == 3
     assert "7.4.x" in real.stderr and "7.4.x" in dry.stdout
+
+
+def test_a_failed_oned_ends_the_container_with_a_documented_code(stack: Stack) -> None:
+    """Exit 70 (README's exit-code table), the last line naming oned; not 0, which
+    `--restart on-failure` and Kubernetes would take for a completed container."""
+    _sqlite_bootstrapped(stack)
+    (stack.records / "oned-fails").touch()
+    stack.env["ONEADMIN_PASSWORD"] = "fixturepass"
+    stack.start()
+    assert stack.process is not None
+    stack.collect(timeout=120)
+    lines = [line for line in stack.text().splitlines() if line.strip()]
+    assert stack.process.returncode == 70, lines[-10:]
+    assert "oned" in lines[-1] and "70" in lines[-1]
+    assert "[oned] stand-in oned: failing on purpose" in lines
 
 
 def test_maintenance_mode_starts_no_opennebula_service(stack: Stack) -> None:

@@ -161,10 +161,10 @@ def root(oneadmin_user: pwd.struct_passwd,
 class Supervisord:
     """supervisord read through a pipe (tooling.md: /dev/stdout corrupts a regular file)."""
 
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
         self.lines: list[str] = []
         self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+                                     stderr=subprocess.STDOUT, text=True, cwd=cwd)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -189,7 +189,8 @@ class Supervisord:
         stop_process_tree(self.proc)
 
 
-def _start(root: Path, environ: dict[str, str], **plan: object) -> tuple[Supervisord, list]:
+def _start(root: Path, environ: dict[str, str], cwd: Path | None = None,
+           **plan: object) -> tuple[Supervisord, list]:
     settings = load_settings({}, root=str(root))
     layout = Layout.from_env(root)
     programs = plan_programs(settings, layout, maintenance=False,
@@ -204,7 +205,7 @@ def _start(root: Path, environ: dict[str, str], **plan: object) -> tuple[Supervi
     launcher = [sys.executable, "-c", "import os, sys; from onerun.layout import Layout; "
                 "from onerun.supervisor import exec_supervisord; "
                 "exec_supervisord(Layout.from_env(sys.argv[1]), os.environ)", str(root)]
-    return Supervisord(launcher, parent), programs
+    return Supervisord(launcher, parent, cwd), programs
 
 
 def test_programs_run_as_oneadmin_log_with_prefixes_heal_and_stop_in_order(root: Path) -> None:
@@ -272,14 +273,142 @@ def test_programs_run_as_oneadmin_log_with_prefixes_heal_and_stop_in_order(root:
         sv.stop()
 
 
-def test_a_critical_program_that_goes_fatal_ends_supervisord(root: Path) -> None:
-    (root.parent / "records" / "fail-oned").touch()
+# README's exit-code table: a critical program failed after the hand-off.
+EXIT_CRITICAL = 70
+
+
+@pytest.mark.parametrize("critical", ["oned", "ssh-agent"])
+def test_a_critical_program_that_goes_fatal_ends_the_container_with_its_code(
+        root: Path, critical: str) -> None:
+    """Not 0: `docker run --restart on-failure` and Kubernetes must see an error."""
+    if critical == "ssh-agent":  # an agent that cannot start: its binary fails at once
+        agent = root / "usr/bin/ssh-agent"
+        agent.unlink()
+        agent.write_text("#!/bin/sh\n# stand-in for ssh-agent (tests only): fails\nexit 1\n")
+        agent.chmod(0o755)
+    else:
+        (root.parent / "records" / "fail-oned").touch()
     environ = {"ONE_XMLRPC": f"http://127.0.0.1:{_free_port()}/RPC2"}
     sv, _ = _start(root, environ)
     try:
-        assert sv.proc.wait(timeout=30) == 0
+        assert sv.proc.wait(timeout=60) == EXIT_CRITICAL
         sv._reader.join(timeout=5)
-        assert sv.has_line("stand-in oned failing on purpose")
-        assert sv.has_line("oned could not be started (FATAL): critical, stopping supervisord")
+        assert sv.has_line(f"{critical} could not be started (FATAL): critical, stopping")
+        last = [line for line in sv.lines if line.strip()][-1]
+        assert critical in last and str(EXIT_CRITICAL) in last, sv.lines[-5:]
+    finally:
+        sv.stop()
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` now (those that ended meanwhile left out)."""
+    found = []
+    for child in descendants(pid):
+        try:
+            stat = Path(f"/proc/{child}/stat").read_text()
+        except FileNotFoundError:
+            continue
+        if child != pid and int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(child)
+    return found
+
+
+def test_every_program_runs_in_var_lib_one_not_in_onerun_s_directory(root: Path) -> None:
+    """As OpenNebula's own units do (WorkingDirectory is oneadmin's home)."""
+    records = root.parent / "records"
+    elsewhere = root.parent / "where-onerun-was-started"
+    elsewhere.mkdir()
+    environ = {"ONE_XMLRPC": f"http://127.0.0.1:{_free_port()}/RPC2"}
+    sv, _ = _start(root, environ, cwd=elsewhere)
+    try:
+        names = ["oned", "hem", "fireedge", "guacd", "oneflow", "onegate"]
+        sv.wait_for(lambda: all((records / f"{n}.json").exists() for n in names), 60,
+                    "every stand-in to start")
+        children = _children(sv.proc.pid)
+        assert len(children) >= len(names)
+        for pid in children:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                cwd = os.readlink(f"/proc/{pid}/cwd")
+            except FileNotFoundError:  # a one-shot that has just ended
+                continue
+            assert cwd == str(root / "var/lib/one"), cmdline
+    finally:
+        sv.stop()
+
+
+def test_killing_the_log_processes_never_blocks_supervisord(root: Path) -> None:
+    """A dead stdout relay used to leave the follower's FIFO without a reader: the
+    follower's restart then blocked supervisord (PID 1) for good, SIGTERM included."""
+    records = root.parent / "records"
+    environ = {"ONE_XMLRPC": f"http://127.0.0.1:{_free_port()}/RPC2"}
+    sv, _ = _start(root, environ)
+    try:
+        sv.wait_for((records / "oned.json").exists, 60, "the stand-in oned")
+        sv.wait_for(lambda: sv.has_line("[oned] stand-in oned wrote its log file"), 15,
+                    "oned's first log line")
+        killed = []
+        for pid in descendants(sv.proc.pid):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except FileNotFoundError:
+                continue
+            relay = any(b"stdout_relay" in arg for arg in argv)
+            follower = b"logs" in argv and b"--follow" in argv
+            if pid != sv.proc.pid and (relay or follower):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+        assert killed
+        time.sleep(2)  # supervisord restarts what it runs
+        with open(root / "var/log/one/oned.log", "a") as log:
+            log.write("written after the log processes were killed\n")
+        sv.wait_for(lambda: sv.has_line("[oned] written after the log processes were killed"),
+                    20, "a line written after the kill")
+        sv.proc.send_signal(signal.SIGTERM)
+        assert sv.proc.wait(timeout=45) == 0
+    finally:
+        sv.stop()
+
+
+def test_root_never_writes_through_links_oneadmin_planted_in_the_log_directory(
+        root: Path) -> None:
+    """/var/log/one belongs to oneadmin: a link there must not make root write elsewhere."""
+    records = root.parent / "records"
+    protected = root.parent / "root-only"
+    protected.mkdir(mode=0o700)
+    target = protected / "root-file"
+    target.write_text("root's own content\n")
+    console = root / "var/log/one/console"
+    console.mkdir()
+    os.chown(console, 9869, 9869)
+    planted = {console / "guacd.log": target, root / "var/log/one/monitor.log":
+               protected / "created-by-root"}
+    for link, destination in planted.items():
+        link.symlink_to(destination)
+        os.chown(link, 9869, 9869, follow_symlinks=False)
+    environ = {"ONE_XMLRPC": f"http://127.0.0.1:{_free_port()}/RPC2"}
+    sv, _ = _start(root, environ)
+    try:
+        sv.wait_for((records / "guacd.json").exists, 60, "the stand-in guacd")
+        time.sleep(3)  # guacd's first lines are out
+        assert target.read_text() == "root's own content\n"
+        assert (target.stat().st_uid, target.stat().st_mode & 0o777) == (0, 0o644)
+        assert not (protected / "created-by-root").exists()
+        assert all(link.is_symlink() for link in planted)  # oneadmin's links, left alone
+    finally:
+        sv.stop()
+
+
+def test_the_agent_runs_directly_under_supervisord(root: Path) -> None:
+    """No resident Python parent for ssh-agent (a wrapper cost 24 MiB); keys still load."""
+    records = root.parent / "records"
+    environ = {"ONE_XMLRPC": f"http://127.0.0.1:{_free_port()}/RPC2"}
+    sv, _ = _start(root, environ)
+    try:
+        sv.wait_for((records / "oned.json").exists, 60, "the stand-in oned")
+        agents = [pid for pid in _children(sv.proc.pid)
+                  if Path(f"/proc/{pid}/comm").read_text().strip() == "ssh-agent"]
+        assert len(agents) == 1
+        assert json.loads((records / "oned.json").read_text())["ssh_add"] == 0
     finally:
         sv.stop()

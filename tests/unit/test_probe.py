@@ -480,7 +480,7 @@ def _supervisor_reports(monkeypatch: pytest.MonkeyPatch, states: dict[str, str])
 def test_liveness_ignores_a_fatal_service_that_is_not_critical(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str],
         broken: str) -> None:
-    """As the event listener: a service that stays FATAL leaves the pod (and oned) up."""
+    """As supervisord's hook: a service that stays FATAL leaves the pod (and oned) up."""
     _supervisor_reports(monkeypatch, {"ssh-agent": "RUNNING", "oned": "RUNNING",
                                       broken: "FATAL"})
     code, out = run_probe(capsys, "liveness", "--root", str(tmp_path))
@@ -498,21 +498,23 @@ def test_liveness_fails_when_a_critical_program_is_fatal(
     assert (code, out) == (1, f"not alive: supervisord reports FATAL: {broken}")
 
 
-def test_liveness_and_event_listener_share_the_critical_programs(tmp_path: Path) -> None:
-    """What the listener is told to end the pod for is exactly what liveness fails on."""
+def test_liveness_and_supervisord_s_hook_share_the_critical_programs(tmp_path: Path) -> None:
+    """What supervisord's hook ends the pod for is exactly what liveness fails on."""
     from onerun.critical import CRITICAL_PROGRAMS
     from onerun.layout import Layout
     from onerun.services import INSTALLED_BY, plan_programs
     from onerun.settings import load_settings
+    from onerun.supervisor import render_config
 
     for path in INSTALLED_BY.values():
         (tmp_path / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path.lstrip("/")).write_text("")
     programs = plan_programs(load_settings({}, root=str(tmp_path)), Layout(tmp_path),
                              maintenance=False, heal_service_auth=False, record_start=None)
-    events = next(p for p in programs if p.name == "onerun-events")
-    told = {arg.split("=", 1)[1] for arg in events.command if arg.startswith("--critical=")}
-    assert told == set(CRITICAL_PROGRAMS) == {"oned", "ssh-agent", "onerun-post-start"}
+    config = render_config(Layout(tmp_path), programs, run_as_root=False)
+    told = next(line.split("=", 1)[1].split() for line in config.splitlines()
+                if line.startswith("critical ="))
+    assert set(told) == set(CRITICAL_PROGRAMS) == {"oned", "ssh-agent", "onerun-post-start"}
 
 
 def test_liveness_path_imports_no_catalogue(tmp_path: Path) -> None:
@@ -528,3 +530,44 @@ def test_liveness_path_imports_no_catalogue(tmp_path: Path) -> None:
                           cwd=PROJECT, timeout=10, check=False)
     # No supervisord under tmp_path: not alive, after the critical names were loaded.
     assert done.stdout.splitlines()[-1] == "LOADED ['onerun.critical'] 1", done.stdout
+
+
+def _oned_running_for(monkeypatch: pytest.MonkeyPatch, seconds: int, pid: int = 4242) -> None:
+    now = int(time.time())
+    processes = [{"name": "oned", "statename": "RUNNING", "pid": pid, "start": now - seconds,
+                  "now": now}]
+    monkeypatch.setattr(probe, "supervisor_processes", lambda socket, deadline: processes)
+
+
+def test_liveness_asks_the_api_at_most_once_a_minute_while_it_answers(
+        monkeypatch: pytest.MonkeyPatch, env: FakeOned, root: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The probe runs every few seconds: a recent answer spares the call."""
+    (root / "run/onerun").mkdir(parents=True)  # onerun start makes it
+    _oned_running_for(monkeypatch, 4000)
+    code, out = run_probe(capsys, "liveness", "--root", str(root))
+    assert (code, out.endswith("accepts connections; its API answered")) == (0, True), out
+    assert len(env.calls) == 1
+    state = root / "run/onerun/liveness.json"
+    assert state.is_file()
+    code, out = run_probe(capsys, "liveness", "--root", str(root))
+    assert code == 0 and "its API answered 0 s ago" in out, out
+    assert len(env.calls) == 1  # no second call
+    # Another oned process (restarted, new pid): its own count, so the API is asked again.
+    _oned_running_for(monkeypatch, 4000, pid=4343)
+    code, out = run_probe(capsys, "liveness", "--root", str(root))
+    assert code == 0 and len(env.calls) == 2, out
+
+
+def test_liveness_that_cannot_keep_its_state_never_fails_on_the_api(
+        monkeypatch: pytest.MonkeyPatch, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No evidence of how long the API has been silent, no restart."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # never accept()s
+        monkeypatch.setenv("ONE_XMLRPC", f"http://127.0.0.1:{silent.getsockname()[1]}/RPC2")
+        (root / "run").mkdir()
+        (root / "run/onerun").write_text("not a directory: the state cannot be written")
+        _oned_running_for(monkeypatch, 4000)
+        for _ in range(2):
+            code, out = run_probe(capsys, "liveness", "--root", str(root), "--api-threshold",
+                                  "0.001", "--timeout", "0.5")
+            assert code == 0 and "its API has not answered for 0 s" in out, out

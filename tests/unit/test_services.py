@@ -29,14 +29,14 @@ def _plan(root: Path, environ: dict[str, str] | None = None, **kwargs: object) -
 def test_only_installed_and_enabled_services_run(tmp_path: Path) -> None:
     _install(tmp_path, "oned", "fireedge", "oneflow")
     assert [p.name for p in _plan(tmp_path)] == [
-        "onerun-logs", "onerun-events", "oned", "fireedge", "oneflow", "onerun-post-start"]
+        "onerun-logs", "oned", "fireedge", "oneflow", "onerun-post-start"]
     only = _plan(tmp_path, {"ONERUN_SERVICES": "oned,oneflow"})
     assert [p.name for p in only if not p.name.startswith("onerun")] == ["oned", "oneflow"]
 
 
 def test_maintenance_runs_no_opennebula_service(tmp_path: Path) -> None:
     _install(tmp_path, *INSTALLED_BY)
-    assert [p.name for p in _plan(tmp_path, maintenance=True)] == ["onerun-logs", "onerun-events"]
+    assert [p.name for p in _plan(tmp_path, maintenance=True)] == ["onerun-logs"]
 
 
 def test_commands_environment_and_waits(tmp_path: Path) -> None:
@@ -50,6 +50,12 @@ def test_commands_environment_and_waits(tmp_path: Path) -> None:
     assert oned.critical and not oned.autorestart and oned.stopwaitsecs >= 20
     agent = programs["ssh-agent"]
     assert agent.critical and not agent.autorestart and agent.startretries == 0
+    # The agent itself is the program (no resident wrapper); a one-shot loads the keys.
+    assert agent.command == [str(tmp_path / "usr/bin/ssh-agent"), "-D", "-a",
+                             str(tmp_path / "run/one/ssh-agent.sock")]
+    ssh_add = programs["onerun-ssh-add"]
+    assert ssh_add.command[-1] == "ssh-add" and not ssh_add.autorestart
+    assert not ssh_add.critical and agent.priority < ssh_add.priority < oned.priority
     for name in ("hem", "fireedge", "guacd", "oneflow", "onegate", "oneform", "oneks"):
         assert not programs[name].critical and programs[name].autorestart
     for program in programs.values():
@@ -71,9 +77,7 @@ def test_commands_environment_and_waits(tmp_path: Path) -> None:
     assert guacd[guacd.index("-b") + 1] == "127.0.0.1"
     post = programs["onerun-post-start"].command
     assert post[-4:] == ["--heal-service-auth", "--record-start", "7.4.0", ""]
-    events = programs["onerun-events"]
-    assert events.events and not events.as_oneadmin
-    assert {a.split("=", 1)[1] for a in events.command if a.startswith("--critical=")} == {
+    assert {p.name for p in programs.values() if p.critical} == {
         "oned", "ssh-agent", "onerun-post-start"}
 
 
@@ -83,7 +87,7 @@ def test_stop_order_services_first_oned_last_within_the_chart_budget(tmp_path: P
     stop_order = [p.name for p in sorted(programs, key=lambda p: -p.priority)]
     assert stop_order.index("oned") > max(stop_order.index(n) for n in (
         "hem", "fireedge", "guacd", "oneflow", "onegate", "oneform", "oneks"))
-    assert stop_order[-2:] == ["onerun-events", "onerun-logs"]  # they see oned stop
+    assert stop_order[-1] == "onerun-logs"  # it prints oned's last lines
     assert stop_budget_seconds(programs) <= 60  # the chart's stop budget (docs/processes.md)
 
 

@@ -1,4 +1,4 @@
-"""supervisord config, scrubbed environment, actions, the event listener protocol, and
+"""supervisord config, scrubbed environment, actions, onerun's hook in supervisord, and
 post-start against a local XML-RPC server standing in for oned."""
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from pathlib import Path
 from xmlrpc.server import SimpleXMLRPCServer
 
 import pytest
-from click.testing import CliRunner
 from supervisor.options import ServerOptions
 from testlib import write_image_versions
 
-from onerun.events import listen, supervise_events_command
+from onerun.critical import CRITICAL_PROGRAMS
 from onerun.layout import Layout
 from onerun.log import Logger
 from onerun.marker import read_start_record, write_start_record
+from onerun.pid1 import make_hooks
 from onerun.plan import ApplyContext
 from onerun.poststart import heal_service_auth_files, wait_for_oned
 from onerun.services import INSTALLED_BY, plan_programs
@@ -47,7 +47,7 @@ def _programs(root: Path) -> list:
 def _parse(tmp_path: Path, text: str) -> ServerOptions:
     conf = tmp_path / "supervisord.conf"
     conf.write_text(text)
-    for directory in ("run/onerun", "var/log/one/console"):  # supervisord checks they exist
+    for directory in ("run/onerun",):  # supervisord checks it exists
         (tmp_path / directory).mkdir(parents=True, exist_ok=True)
     options = ServerOptions()
     options.configfile = str(conf)
@@ -80,11 +80,11 @@ def test_rendered_config_parses_and_switches_user_only_as_root(tmp_path: Path,
         assert config.environment == program.environment
         assert config.priority == program.priority
         assert config.stopwaitsecs == program.stopwaitsecs
-        switches = as_root and program.as_oneadmin
-        assert config.uid == (Layout(tmp_path).oneadmin.uid if switches else None)
-    assert configs["oned"].stdout_logfile == str(tmp_path / "var/log/one/console/oned.log")
-    # Not /dev/stdout: a non-root supervisord cannot re-open the runtime's pipe (stdout_relay).
-    assert configs["onerun-logs"].stdout_logfile == str(tmp_path / "run/onerun/stdout.fifo")
+        assert config.uid == (Layout(tmp_path).oneadmin.uid if as_root else None)
+        # No file opened for its output: supervisord passes it to onerun's hook (pid1.py).
+        assert config.stdout_logfile is None and config.stderr_logfile is None
+        assert config.stdout_events_enabled and config.stderr_events_enabled
+        assert config.directory == str(tmp_path / "var/lib/one")
     server = options.configroot.supervisord.server_configs[0]
     assert server["file"] == str(tmp_path / "run/onerun/supervisor.sock")
     assert server["chmod"] == 0o700
@@ -112,37 +112,23 @@ def test_actions_create_log_files_and_config(tmp_path: Path) -> None:
         assert action.describe()["action"]
         action.apply(ctx)
     assert (tmp_path / "var/log/one/oned.log").is_file()
-    assert (tmp_path / "var/log/one/console/oneflow.log").is_file()
+    assert (tmp_path / "var/log/one/oneflow.log").is_file()
     assert layout.supervisor_conf.stat().st_mode & 0o777 == 0o644
     assert "PASSWORD" not in layout.supervisor_conf.read_text()
-    assert supervisord_argv(layout)[1:] == ["-n", "-c", str(layout.supervisor_conf)]
-    assert os.access(supervisord_argv(layout)[0], os.X_OK)
+    assert supervisord_argv(layout) == [sys.executable, "-m", "onerun", "supervisord", "-n",
+                                        "-c", str(layout.supervisor_conf)]
 
 
-def _event(name: str, payload: str) -> bytes:
-    return (f"ver:3.0 server:supervisor serial:1 pool:onerun-events poolserial:1 "
-            f"eventname:{name} len:{len(payload)}\n{payload}").encode()
-
-
-def test_listener_ends_supervisord_only_for_critical_programs() -> None:
-    events = [
-        _event("PROCESS_STATE_EXITED", "processname:hem groupname:hem from_state:RUNNING "
-                                       "expected:0 pid:5"),
-        _event("PROCESS_STATE_FATAL", "processname:fireedge groupname:fireedge "
-                                      "from_state:BACKOFF"),
-        _event("PROCESS_STATE_EXITED", "processname:onerun-post-start groupname:x "
-                                       "from_state:RUNNING expected:1 pid:7"),
-        _event("PROCESS_STATE_EXITED", "processname:oned groupname:oned from_state:RUNNING "
-                                       "expected:0 pid:9"),
-        _event("PROCESS_STATE_FATAL", "processname:oned groupname:oned from_state:BACKOFF"),
-    ]
-    out, err, calls = io.StringIO(), io.StringIO(), []
-    listen(io.BytesIO(b"".join(events)), out, err, ["oned", "onerun-post-start"],
-           lambda: calls.append(1))
-    assert calls == [1]
-    assert out.getvalue() == "READY\n" + "RESULT 2\nOKREADY\n" * 5
-    assert "fireedge could not be started (FATAL): not critical" in err.getvalue()
-    assert "oned exited unexpectedly (pid 9): critical" in err.getvalue()
+def test_config_loads_onerun_s_hook_with_the_critical_programs(tmp_path: Path) -> None:
+    """supervisord imports the factory while parsing: the hook is what ends the pod."""
+    programs = _programs(tmp_path)
+    options = _parse(tmp_path, render_config(Layout(tmp_path), programs, run_as_root=False))
+    factories = dict((name, (factory, config))
+                     for name, factory, config in
+                     options.configroot.supervisord.rpcinterface_factories)
+    factory, config = factories["onerun"]
+    assert factory is make_hooks
+    assert set(config["critical"].split()) == set(CRITICAL_PROGRAMS)
 
 
 @pytest.fixture
@@ -246,7 +232,60 @@ def test_wait_oned_with_root_reads_one_auth_there(tmp_path: Path, fake_oned: tup
     assert (done.returncode, done.stdout) == (0, "command ran\n"), done.stderr
 
 
-def test_event_listener_accepts_root_like_every_command(tmp_path: Path) -> None:
-    result = CliRunner().invoke(supervise_events_command,
-                                ["--root", str(tmp_path), "--critical", "oned"], input=b"")
-    assert (result.exit_code, result.output) == (0, "READY\n")
+
+def test_log_files_are_never_created_or_opened_through_a_link(tmp_path: Path) -> None:
+    """/var/log/one belongs to oneadmin: as root, following a link planted there would
+    create, open or chown any file oneadmin names."""
+    from onerun.supervisor import EnsureLogFile
+
+    log_dir = tmp_path / "var/log/one"
+    log_dir.mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (log_dir / "oned.log").symlink_to(elsewhere / "created-through-the-link")
+    (elsewhere / "existing").write_text("kept\n")
+    (log_dir / "monitor.log").symlink_to(elsewhere / "existing")
+    messages: list[str] = []
+    ctx = ApplyContext(Layout(tmp_path), os.getuid(), os.getgid(), messages.append)
+    for name in ("oned.log", "monitor.log"):
+        EnsureLogFile(log_dir / name).apply(ctx)
+    assert not (elsewhere / "created-through-the-link").exists()
+    assert (elsewhere / "existing").read_text() == "kept\n"
+    assert (log_dir / "oned.log").is_symlink() and (log_dir / "monitor.log").is_symlink()
+    assert len(messages) == 2 and all("link" in message for message in messages)
+
+
+def test_a_fifo_in_place_of_a_log_file_does_not_block_the_start(tmp_path: Path) -> None:
+    from onerun.supervisor import EnsureLogFile
+
+    fifo = tmp_path / "oned.log"
+    os.mkfifo(fifo)
+    messages: list[str] = []
+    ctx = ApplyContext(Layout(tmp_path), os.getuid(), os.getgid(), messages.append)
+    worker = threading.Thread(target=EnsureLogFile(fifo).apply, args=(ctx,), daemon=True)
+    worker.start()
+    worker.join(timeout=5)
+    blocked = worker.is_alive()
+    if blocked:  # let the blocked open return, so nothing stays behind
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        worker.join(timeout=5)
+    assert not blocked
+    assert fifo.is_fifo() and messages and "not a regular file" in messages[0]
+
+
+def test_resident_helpers_import_nothing_heavy(tmp_path: Path) -> None:
+    """The log follower stays resident for the pod's life: no click, jinja2, pymysql,
+    tenacity, ruamel or settings in it (each costs resident memory, bench/)."""
+    (tmp_path / "var/log/one").mkdir(parents=True)
+    code = (
+        "import signal, sys, threading\nfrom onerun.entry import main\n"
+        f"sys.argv = ['onerun', 'logs', '--follow', '--root', {str(tmp_path)!r}]\n"
+        "threading.Timer(1.0, signal.raise_signal, (signal.SIGTERM,)).start()\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted(m for m in sys.modules if m in ('onerun.cli', 'onerun.settings') or "
+        "m.split('.')[0] in {'click', 'jinja2', 'pymysql', 'tenacity', 'ruamel'})\n"
+        "print('HEAVY', heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30, check=False)
+    assert done.stdout.splitlines()[-1] == "HEAVY []", done.stdout + done.stderr
