@@ -12,9 +12,11 @@ from typing import Any
 
 import tier
 from conftest import TierImages
+from testcontainers.core.container import DockerContainer
 
 TEMP_FILE = re.compile(r"/\.[^/]+\.[a-z0-9_]{8}$")
 READY = 300.0  # generous for a loaded 2-core machine; measured values are in bench/
+CRITICAL_FAILURE = 70  # README "Exit codes": a critical program failed after the hand-off
 
 
 def start_frontend(engine: tier.Engine, image: str, pod: tier.Pod, front: tier.Frontend,
@@ -205,3 +207,20 @@ def test_an_unresolvable_hostname_is_refused_with_the_fix(
     assert code == 3, text[-3000:]
     assert front.hostname in text and "OPENNEBULA_HOSTNAME" in text, text[-3000:]
     assert "supervisord" not in text
+
+
+def test_a_critical_program_that_fails_ends_the_container_non_zero_naming_it(
+    engine: tier.Engine, images: TierImages, pod: tier.Pod
+) -> None:
+    # Another process of the pod already holds oned's port: oned exits at every start until
+    # supervisord gives up on it (FATAL).
+    blocker = DockerContainer(images.helper).with_command(
+        ["python3", "-m", "http.server", "2633", "--bind", "0.0.0.0"])
+    blocker.with_kwargs(network_mode=pod.network_mode)
+    engine.start(blocker)
+    front = tier.chart_frontend({"database": {"type": "sqlite"}})
+    box = start_frontend(engine, images.current, pod, front, engine.volume())
+    code, _ = tier.wait_exit(box, 300)
+    text = tier.logs(box)
+    assert code == CRITICAL_FAILURE, text[-3000:]
+    assert "oned" in text.strip().splitlines()[-1], text[-1500:]
