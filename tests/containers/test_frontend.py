@@ -224,3 +224,19 @@ def test_a_critical_program_that_fails_ends_the_container_non_zero_naming_it(
     text = tier.logs(box)
     assert code == CRITICAL_FAILURE, text[-3000:]
     assert "oned" in text.strip().splitlines()[-1], text[-1500:]
+
+
+def test_an_unwritable_emptydir_is_refused_naming_the_path_and_the_fix(
+    engine: tier.Engine, images: TierImages, pod: tier.Pod
+) -> None:
+    # /etc/one mounted root-owned 0750, as podman's tmpfs leaves it: uid 9869 cannot use it.
+    front = tier.chart_frontend({"database": {"type": "sqlite"}})
+    scratch = tier.empty_dirs(engine, front)
+    scratch["/etc/one"] = engine.volume(owner="0:0", mode="0750")
+    box = engine.start(tier.frontend_container(engine, images.current, pod, front,
+                                               engine.volume(), scratch=scratch))
+    code, _ = tier.wait_exit(box, 120)
+    text = tier.logs(box)
+    assert code == 3, text[-3000:]
+    assert "unexpected error" not in text
+    assert "/etc/one" in text and "emptyDir" in text, text[-2000:]
