@@ -80,6 +80,7 @@ class Settings:
     ssh_dir: Path | None = None
     maintenance: bool = False
     backup_keep: int = 5
+    upgrade_stop_grace: float = 20.0  # seconds onedb may go on after SIGTERM (docs/upgrades.md)
 
     def service_enabled(self, name: str) -> bool:
         """Whether the operator selected ``name`` (installation is checked elsewhere)."""
@@ -569,6 +570,7 @@ def load_settings(environ: Mapping[str, str], root: str | Path | None = None) ->
         ssh_dir=ssh_dir,
         maintenance=c.boolean("ONERUN_MAINTENANCE"),
         backup_keep=c.integer("ONERUN_BACKUP_KEEP", 5, 1, 1000),
+        upgrade_stop_grace=c.number("ONERUN_UPGRADE_STOP_GRACE", 20.0, 0, 3600),
     )
     if c.problems:
         raise SettingsError(c.problems)
