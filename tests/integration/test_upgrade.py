@@ -28,6 +28,7 @@ from typing import Any
 
 import pymysql
 import pytest
+from click.testing import CliRunner
 from testlib import (
     DB_FIXTURES,
     ONEDB_STAND_IN,
@@ -36,6 +37,8 @@ from testlib import (
     write_image_versions,
 )
 
+from onerun.backup import make_backup
+from onerun.cli import cli
 from onerun.database import classify
 from onerun.entry import stop_on_signals
 from onerun.errors import Interrupted, UnsafeStateError
@@ -307,6 +310,65 @@ def test_mariadb_restore_failure_writes_the_marker(prepared: Any, mariadb_server
     data = json.loads(up.layout.restore_failed_marker.read_text())
     assert "restoring the backup failed" in data["reason"]
     assert DB_PASSWORD not in up.layout.restore_failed_marker.read_text() + str(caught.value)
+
+
+# --- backups: pruned only after a good upgrade, manual ones never ----------------------
+
+
+def manual_backup(up: Upgrade, env: dict[str, str]) -> Path:
+    """`onerun backup`, as an operator runs it in the pod; returns the file it printed."""
+    made = CliRunner().invoke(cli, ["backup", "--root", str(up.root)],
+                              env={"DB_BACKEND": None, "ONERUN_ROOT": None, **env})
+    assert made.exit_code == 0, made.output
+    return Path(made.stdout.strip().splitlines()[-1])
+
+
+def backup_names(up: Upgrade) -> list[str]:
+    return sorted(path.name for path in up.layout.backups.iterdir())
+
+
+def failing_starts_delete_nothing(up: Upgrade, env: dict[str, str]) -> None:
+    manual = manual_backup(up, env)
+    up.stand_in("fail")
+    for attempt in range(1, 4):
+        with pytest.raises(UnsafeStateError):
+            up.run()
+        names = backup_names(up)
+        assert manual.name in names  # the operator's backup survives every failed start
+        assert len(names) == 1 + attempt, names  # and so does every earlier attempt's
+
+
+def test_failed_upgrades_prune_no_backup(prepared: Any) -> None:
+    up = prepared()
+    env = {"ONEADMIN_PASSWORD": ADMIN_PASSWORD, "ONERUN_BACKUP_KEEP": "2"}
+    up.settings = load_settings(env, root=up.root)
+    failing_starts_delete_nothing(up, env)
+
+
+@pytest.mark.mariadb
+def test_mariadb_failed_upgrades_prune_no_backup(prepared: Any, mariadb_server: Any) -> None:
+    up = mariadb_upgrade(prepared, mariadb_server, "upgrade_prune", {"ONERUN_BACKUP_KEEP": "2"})
+    env = {"DB_BACKEND": "mysql", "DB_HOST": mariadb_server.host,
+           "DB_PORT": str(mariadb_server.port), "DB_USER": "oneadmin",
+           "DB_PASSWORD": DB_PASSWORD, "DB_NAME": "upgrade_prune", "ONERUN_BACKUP_KEEP": "2"}
+    failing_starts_delete_nothing(up, env)
+
+
+def test_a_good_upgrade_prunes_only_the_automatic_backups(prepared: Any) -> None:
+    up = prepared()
+    env = {"ONEADMIN_PASSWORD": ADMIN_PASSWORD, "ONERUN_BACKUP_KEEP": "2"}
+    up.settings = load_settings(env, root=up.root)
+    manual = [manual_backup(up, env) for _ in range(2)]
+    earlier = [make_backup(up.settings, up.layout, db_version="6.10.0",
+                           target_version="7.0.0", log=up.lines.append) for _ in range(2)]
+    assert len(backup_names(up)) == 4
+
+    lines = up.run()
+
+    [new] = [name for name in backup_names(up) if name.endswith("-db7.0.0-to7.4.0.sqlite")]
+    assert backup_names(up) == sorted([*(p.name for p in manual), earlier[1].name, new])
+    assert any(f"removed old backup {earlier[0]}" in line and "ONERUN_BACKUP_KEEP=2" in line
+               for line in lines)
 
 
 # --- SIGTERM while onedb runs -----------------------------------------------------------
