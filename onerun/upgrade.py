@@ -33,6 +33,7 @@ from onerun.backup import (
     known_secrets,
     make_backup,
     mask,
+    prune_after_success,
     restore_backup,
     write_restore_failed_marker,
 )
@@ -257,6 +258,8 @@ class UpgradeSchema:
                 self.layout.restore_failed_marker.unlink(missing_ok=True)
                 log(f"upgraded the database to {self.target_version}; the backup is kept at"
                     f" {backup}")
+                prune_after_success(self.layout, "upgrade", self.settings.backup_keep,
+                                    "ONERUN_BACKUP_KEEP", log)
             else:
                 self._put_back(ctx, backup, "was stopped" if stopped else "failed", failure,
                                output)

@@ -122,12 +122,10 @@ def test_sqlite_backup_while_a_writer_holds_the_database(root: Path) -> None:
 
 def test_pruning_keeps_the_newest_and_never_foreign_files(root: Path) -> None:
     layout = sqlite_root(root)
-    settings = load_settings({"ONERUN_BACKUP_KEEP": "2"}, root=root)
     layout.backups.mkdir(mode=0o700)
     foreign = layout.backups / "one.db_2026-01-01.bck"  # onedb's own backup name
     foreign.write_text("not ours")
-    made = [make_backup(settings, layout, db_version="7.0.0", log=lambda _: None)
-            for _ in range(4)]
+    made = [cli_backup(root, ONERUN_BACKUP_KEEP_MANUAL="2") for _ in range(4)]
     assert len({p.name for p in made}) == 4  # unique names even within one second
     left = sorted(p.name for p in layout.backups.iterdir())
     assert left == sorted([foreign.name, made[2].name, made[3].name])
