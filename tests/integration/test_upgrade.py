@@ -3,7 +3,8 @@
 The stand-in (R/usr/bin/onedb, plainly a test program) records its argv, environment and
 uid, then does what the test says: write the target version rows (success), exit 0 without
 migrating, half-migrate and fail (printing the password, as onedb's mysqldump error does),
-or damage onerun's backup first so that the restore fails too. For MariaDB it logs in with
+damage onerun's backup first so that the restore fails too, or half-migrate and then take
+one long step before succeeding (the tests signal onerun meanwhile). For MariaDB it logs in with
 ONE_DB_PASSWORD, the interface onerun promises onedb.
 """
 
