@@ -4,7 +4,8 @@ starts on it. One table: objects, backup seconds, onedb upgrade seconds, contain
 ready. docs/upgrades.md derives the chart's startup budget from these rows.
 
     make containers
-    DOCKER_HOST=unix:///run/podman/podman.sock .venv/bin/python bench/bench_upgrade.py [USERS TEMPLATES]
+    DOCKER_HOST=unix:///run/podman/podman.sock \
+        .venv/bin/python bench/bench_upgrade.py [USERS TEMPLATES]
 """
 
 from __future__ import annotations

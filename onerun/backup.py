@@ -8,6 +8,10 @@ names only onerun makes, so pruning never touches anything else:
 
     opennebula-20261127T120000Z-db7.0.0-to7.4.0.sql     (MariaDB, before an upgrade)
     one.db-20261127T120000Z-db7.0.0.sqlite               (sqlite, ``onerun backup``)
+
+The ``-to<version>`` part is the kind: "upgrade" backups (made by ``onerun start`` before
+``onedb upgrade``) have it, "manual" ones (``onerun backup``) do not. Each kind is pruned
+on its own count, and only after a success: a failing start deletes nothing.
 """
 
 from __future__ import annotations
@@ -80,6 +84,11 @@ class BackupName:
     db_version: str
     target_version: str | None
 
+    @property
+    def kind(self) -> str:
+        """"upgrade" (made before a schema upgrade, automatically) or "manual"."""
+        return "upgrade" if self.target_version else "manual"
+
 
 def parse_backup_name(name: str) -> BackupName | None:
     """The parts of one of onerun's own backup names; None for any other file."""
@@ -101,30 +110,48 @@ def backup_file_name(backend: str, stamp: datetime, db_version: str,
     return f"{stem}-{stamp.strftime(_STAMP_FORMAT)}-db{db_version}{to}.{ext}"
 
 
-def list_backups(layout: Layout) -> list[tuple[BackupName, Path]]:
-    """onerun's backups in layout.backups, oldest first; other files are ignored."""
+def list_backups(layout: Layout, kind: str | None = None) -> list[tuple[BackupName, Path]]:
+    """onerun's backups (of ``kind``, or all) in layout.backups, oldest first; other files
+    are ignored."""
     if not layout.backups.is_dir():
         return []
     found = []
     for path in layout.backups.iterdir():
         parsed = parse_backup_name(path.name)
-        if parsed is not None and path.is_file() and not path.is_symlink():
+        if (parsed is not None and kind in (None, parsed.kind) and path.is_file()
+                and not path.is_symlink()):
             found.append((parsed, path))
     found.sort(key=lambda item: (item[0].stamp, item[1].name))
     return found
 
 
-def prune_backups(layout: Layout, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` of onerun's backups; return what was deleted."""
+def prune_backups(layout: Layout, keep: int, *, kind: str) -> list[Path]:
+    """Delete all but the newest ``keep`` of onerun's backups of ``kind``; return them."""
     if keep < 1:
         raise ValueError("keep must be at least 1: the newest backup is never deleted")
-    backups = list_backups(layout)
+    backups = list_backups(layout, kind)
     removed = []
     for _, path in backups[: max(0, len(backups) - keep)]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
             removed.append(path)
     return removed
+
+
+def prune_after_success(layout: Layout, kind: str, keep: int | None, setting: str,
+                        log: Log) -> None:
+    """Prune ``kind`` to ``keep`` (None: keep all) once a backup or an upgrade succeeded.
+
+    Never called on a failure path: a crash loop must not eat the backups it needs. A file
+    that cannot be removed is logged; it does not fail what already succeeded.
+    """
+    if keep is None:
+        return
+    try:
+        for old in prune_backups(layout, keep, kind=kind):
+            log(f"removed old backup {old} ({setting}={keep})")
+    except OSError as error:
+        log(f"could not remove old backups in {layout.backups} ({setting}={keep}): {error}")
 
 
 def mask(text: str, secrets: list[str]) -> str:
@@ -304,7 +331,8 @@ def make_backup(settings: Settings, layout: Layout, *, db_version: str,
     """Back up the database into layout.backups (0600, oneadmin's), checked complete.
 
     Written under a dot-name and renamed only once verified, so a file with onerun's
-    name is always a whole backup. Older backups beyond settings.backup_keep are pruned.
+    name is always a whole backup. Nothing is pruned here: the caller prunes once the
+    whole operation succeeded (``prune_after_success``).
     """
     backups = _ensure_backup_dir(layout)
     backend = settings.db_backend
@@ -333,8 +361,6 @@ def make_backup(settings: Settings, layout: Layout, *, db_version: str,
         raise
     log(f"backed up the database ({backend}, DB version {db_version}) to {final}"
         f" ({final.stat().st_size} bytes)")
-    for old in prune_backups(layout, settings.backup_keep):
-        log(f"removed old backup {old} (ONERUN_BACKUP_KEEP={settings.backup_keep})")
     return final
 
 
@@ -472,21 +498,75 @@ def write_restore_failed_marker(layout: Layout, backup: Path, reason: str) -> No
 # --- CLI -------------------------------------------------------------------------------
 
 
+def _size(size: int) -> str:
+    """A size for people: bytes below 1 KiB, else KiB, MiB or GiB with one decimal."""
+    if size < 1024:
+        return f"{size} B"
+    value = size / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def print_backup_list(settings: Settings, layout: Layout) -> None:
+    """What ``onerun backup --list`` prints: a table, or one JSON object (ONERUN_LOG_FORMAT)."""
+    found = []
+    for parsed, path in list_backups(layout):
+        with contextlib.suppress(FileNotFoundError):  # pruned meanwhile
+            found.append((parsed, path, path.stat().st_size))
+    if settings.log_format == "json":
+        rows = [{"file": str(path), "kind": parsed.kind, "backend": parsed.backend,
+                 "made": parsed.stamp.strftime("%Y-%m-%dT%H:%M:%SZ"), "size_bytes": size,
+                 "db_version": parsed.db_version, "target_version": parsed.target_version}
+                for parsed, path, size in found]
+        click.echo(json.dumps({"directory": str(layout.backups), "backups": rows,
+                               "keep": {"upgrade": settings.backup_keep,
+                                        "manual": settings.backup_keep_manual}}))
+        return
+    if not found:
+        click.echo(f"no backups in {layout.backups}")
+    else:
+        table = [("KIND", "MADE (UTC)", "SIZE", "DB", "TO")]
+        table += [(parsed.kind, parsed.stamp.strftime("%Y-%m-%d %H:%M:%S"), _size(size),
+                   parsed.db_version, parsed.target_version or "-")
+                  for parsed, _, size in found]
+        widths = [max(len(line[column]) for line in table) for column in range(5)]
+        files = ["FILE", *(str(path) for _, path, _ in found)]
+        for line, file in zip(table, files, strict=True):
+            click.echo("  ".join([*(cell.ljust(width) for cell, width in zip(line, widths,
+                                                                            strict=True)),
+                                  file]))
+    manual = (f"newest {settings.backup_keep_manual} (ONERUN_BACKUP_KEEP_MANUAL)"
+              if settings.backup_keep_manual is not None
+              else "all (ONERUN_BACKUP_KEEP_MANUAL is unset)")
+    click.echo(f"kept: upgrade backups: newest {settings.backup_keep} (ONERUN_BACKUP_KEEP);"
+               f" manual backups: {manual}")
+
+
 @click.command("backup")
+@click.option("--list", "list_only", is_flag=True,
+              help="List onerun's backups (kind, date, size) instead of making one.")
 @root_option
-def backup_command(root: str | None) -> None:
+def backup_command(list_only: bool, root: str | None) -> None:
     """Back up the database now into /var/lib/one/backups (safe while oned runs)."""
     from onerun.cli import load, logger_for, reports_errors
 
     @reports_errors
     def run() -> None:
+        settings, layout = load(root)
+        if list_only:
+            print_backup_list(settings, layout)
+            return
         from onerun.database import classify
 
-        settings, layout = load(root)
         log = logger_for(settings)
         observed = classify(settings, layout)
         path = make_backup(settings, layout, db_version=observed.db_version or "unknown",
                            log=log.info)
+        prune_after_success(layout, "manual", settings.backup_keep_manual,
+                            "ONERUN_BACKUP_KEEP_MANUAL", log.info)
         click.echo(str(path))
 
     run()

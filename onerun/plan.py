@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from onerun import remotes
 from onerun.errors import EXIT_OK, UnsafeStateError
 from onerun.fileerrors import file_error
-from onerun.fsutil import atomic_write, chown_if_root, running_as_root
+from onerun.fsutil import atomic_write, chown_if_root
 from onerun.layout import Layout
 
 Log = Callable[[str], None]
@@ -171,43 +174,124 @@ class RemoveFile:
         ctx.log(f"removed {self.path}: {self.why}")
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
 @dataclass(frozen=True)
 class ReplaceTree:
-    """Replace ``target`` with a copy of ``source`` (the image's remotes), via a sibling rename.
+    """Replace ``target`` with a copy of ``source`` (the image's remotes), keeping the
+    operator's files (onerun/remotes.py): carried into the new tree where the new release
+    leaves them alone, and always copied to a dated directory beside it first.
 
-    Only the copy is chowned (it is ours, we just made it); the old tree is removed after
-    the new one is in place, so an interruption leaves one complete tree.
+    The swap is a sibling rename and the old tree goes only after the new one is in place,
+    so an interruption leaves one complete tree; nothing of the old tree is deleted before
+    its operator files have been copied out.
     """
 
     source: Path
     target: Path
     why: str
     stamp: str | None = None  # written to STAMP_FILE inside the copy: what release it is
+    planned: datetime = field(default_factory=_utc_now, compare=False)  # dates the kept copy
+
+    def keeps(self) -> Path:
+        """Where the operator's files of the current tree go: remotes.onerun-<release>-<date>."""
+        try:
+            old = (self.target / STAMP_FILE).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            old = ""
+        release = re.sub(r"[^0-9A-Za-z.]", "", old.strip().partition("+")[0]) or "unknown"
+        return self.target.with_name(
+            f"{self.target.name}.onerun-{release}-{self.planned.strftime('%Y%m%dT%H%M%SZ')}")
 
     def describe(self) -> dict[str, Any]:
-        return {"action": "replace-tree", "path": str(self.target), "source": str(self.source),
+        step = {"action": "replace-tree", "path": str(self.target), "source": str(self.source),
                 "owner": "oneadmin", "why": self.why}
+        if self.target.is_dir():
+            step["keeps"] = str(self.keeps())  # created only when there is something to keep
+        return step
 
     def apply(self, ctx: ApplyContext) -> None:
         staging = self.target.with_name(f".{self.target.name}.new")
         old = self.target.with_name(f".{self.target.name}.old")
-        for leftover in (staging, old):
-            if leftover.exists():
-                shutil.rmtree(leftover)
+        manifest = remotes.manifest_path(ctx.layout.state_dir, self.target)
+        if staging.exists():
+            shutil.rmtree(staging)  # a copy of the image's tree: nothing of the operator's
+        remotes.remove_partial_keeps(self.target)
+        if old.exists():
+            if not self.target.exists():
+                old.rename(self.target)  # killed between the two renames: the old tree is whole
+            else:
+                self._retire(old, manifest, ctx)  # killed after them: keep what it holds
         shutil.copytree(self.source, staging, symlinks=True)
+        shipped = remotes.digests(staging)
+        notes: list[str] = []
+        whole = False
+        if self.target.is_dir() and not self.target.is_symlink():
+            recorded = remotes.read_manifest(manifest, self._stamp_of(self.target))
+            whole = recorded is None
+            if recorded is not None:
+                notes = self._keep_changes(staging, recorded, shipped, ctx)
         if self.stamp is not None:
             (staging / STAMP_FILE).write_text(f"{self.stamp}\n")
-        if running_as_root():
-            for directory, dirnames, filenames in os.walk(staging):
-                os.chown(directory, ctx.uid, ctx.gid, follow_symlinks=False)
-                for name in dirnames + filenames:
-                    os.chown(os.path.join(directory, name), ctx.uid, ctx.gid, follow_symlinks=False)
-        if self.target.exists():
+        remotes.give_tree(staging, ctx.uid, ctx.gid)
+        if whole:
+            kept = remotes.keep_whole(self.target, self.keeps())
+            notes = [f"kept the old {self.target} whole in {kept}: onerun has no record of what"
+                     " it copied there, so your changes cannot be told apart"]
+        elif self.target.exists() or self.target.is_symlink():
             self.target.rename(old)
         staging.rename(self.target)
         if old.exists():
             shutil.rmtree(old)
+        if self.stamp is not None:
+            remotes.write_manifest(manifest, self.stamp, shipped, ctx.uid, ctx.gid)
         ctx.log(f"refreshed {self.target} from {self.source}: {self.why}")
+        for note in notes:
+            ctx.log(note)
+
+    @staticmethod
+    def _stamp_of(tree: Path) -> str | None:
+        try:
+            return (tree / STAMP_FILE).read_text(encoding="utf-8").strip() or None
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def _keep_changes(self, staging: Path, recorded: dict[str, str], shipped: dict[str, str],
+                      ctx: ApplyContext) -> list[str]:
+        """Copy the operator's files out and carry what is safe into staging; log lines."""
+        current = remotes.digests(self.target, skip=frozenset({STAMP_FILE}))
+        found = remotes.changes(current, recorded)
+        if not found.paths:
+            return [f"no local changes in the old {self.target}: nothing to keep"]
+        kept = remotes.keep_files(self.target, found.paths, self.keeps(), ctx.uid, ctx.gid)
+        carried, replaced = remotes.carry_over(self.target, staging, found, recorded, shipped)
+        notes = [f"kept the {len(found.paths)} file(s) of the old {self.target} that differ from"
+                 f" what onerun copied in {kept}: {remotes.summary(found.paths)}"]
+        if carried:
+            notes.append(f"carried {len(carried)} of them into the new tree (the new release"
+                         f" leaves them alone): {remotes.summary(carried)}")
+        if replaced:
+            notes.append(f"the new release replaces {len(replaced)} of them with its own:"
+                         f" {remotes.summary(replaced)}; yours are in {kept}, merge by hand"
+                         " what you still need")
+        return notes
+
+    def _retire(self, tree: Path, manifest: Path, ctx: ApplyContext) -> None:
+        """An old tree left beside a complete one: copy its operator files out, remove it."""
+        recorded = remotes.read_manifest(manifest, self._stamp_of(tree))
+        if recorded is None:
+            kept = remotes.keep_whole(tree, self.keeps())
+            ctx.log(f"kept {tree}, left by an interrupted refresh, whole in {kept}")
+            return
+        current = remotes.digests(tree, skip=frozenset({STAMP_FILE}))
+        found = remotes.changes(current, recorded)
+        if found.paths:
+            kept = remotes.keep_files(tree, found.paths, self.keeps(), ctx.uid, ctx.gid)
+            ctx.log(f"kept the {len(found.paths)} changed file(s) of {tree}, left by an"
+                    f" interrupted refresh, in {kept}")
+        shutil.rmtree(tree)
 
 
 @dataclass(frozen=True)

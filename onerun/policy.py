@@ -289,8 +289,8 @@ def _runtime_files(settings: Settings, obs: Observation, layout: Layout,
 
     # The drivers and the scheduler must match oned (reference 3.6). The copy carries the
     # stamp of the image tree it came from, so a new package revision or an image rollback
-    # puts the matching remotes in place. The remotes belong to the image: local edits there
-    # are replaced, as a package upgrade would.
+    # puts the matching remotes in place. The operator's files in the old tree are kept
+    # (ReplaceTree, onerun/remotes.py; docs/upgrades.md).
     wanted = obs.image.remotes_dist_stamp
     stamped = obs.volume.remotes_stamp
     if wanted is None:

@@ -79,7 +79,9 @@ class Settings:
     accept_empty_db: bool = False
     ssh_dir: Path | None = None
     maintenance: bool = False
-    backup_keep: int = 5
+    backup_keep: int = 5  # automatic backups, made before upgrades
+    backup_keep_manual: int | None = None  # ``onerun backup``'s; None: never pruned
+    upgrade_stop_grace: float = 20.0  # seconds onedb may go on after SIGTERM (docs/upgrades.md)
 
     def service_enabled(self, name: str) -> bool:
         """Whether the operator selected ``name`` (installation is checked elsewhere)."""
@@ -569,6 +571,9 @@ def load_settings(environ: Mapping[str, str], root: str | Path | None = None) ->
         ssh_dir=ssh_dir,
         maintenance=c.boolean("ONERUN_MAINTENANCE"),
         backup_keep=c.integer("ONERUN_BACKUP_KEEP", 5, 1, 1000),
+        backup_keep_manual=(c.integer("ONERUN_BACKUP_KEEP_MANUAL", 10, 1, 1000)
+                            if c.text("ONERUN_BACKUP_KEEP_MANUAL") is not None else None),
+        upgrade_stop_grace=c.number("ONERUN_UPGRADE_STOP_GRACE", 20.0, 0, 3600),
     )
     if c.problems:
         raise SettingsError(c.problems)

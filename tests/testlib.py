@@ -103,14 +103,15 @@ def restore_modes(changed: list[tuple[Path, int]]) -> None:
 ONEDB_STAND_IN = '''#!/usr/bin/python3
 """STAND-IN for OpenNebula's onedb, used by onerun's tests only (never shipped).
 
-Records argv, environment and uid, then acts as onedb-standin.json says.
+Records argv, environment, uid and pid, then acts as onedb-standin.json says.
 """
-import json, os, pathlib, sys
+import json, os, pathlib, sys, time
 
 conf = json.loads(pathlib.Path(__file__).with_name("onedb-standin.json").read_text())
 with open(conf["record"], "a") as record:
     record.write(json.dumps({"argv": sys.argv, "env": dict(os.environ), "uid": os.getuid(),
-                             "marker": os.path.exists(conf["marker"])}) + "\\n")
+                             "pid": os.getpid(), "marker": os.path.exists(conf["marker"])})
+                 + "\\n")
 args = sys.argv[1:]
 
 
@@ -136,6 +137,12 @@ else:
 
 mode, target = conf["mode"], conf["target"]
 print("stand-in onedb: upgrading to", target, flush=True)
+if mode == "slow":  # half-migrates, then one long step (conf["sleep"] s), then finishes
+    execute("CREATE TABLE group_vlans (oid INTEGER PRIMARY KEY)")
+    execute("DELETE FROM user_pool WHERE oid = 1")
+    print("stand-in onedb: a long migration step", flush=True)
+    time.sleep(conf["sleep"])
+    mode = "succeed"
 if mode == "succeed":
     for table in ("db_versioning", "local_db_versioning"):
         oid = execute(f"SELECT MAX(oid) FROM {table}")[0][0] + 1

@@ -122,12 +122,10 @@ def test_sqlite_backup_while_a_writer_holds_the_database(root: Path) -> None:
 
 def test_pruning_keeps_the_newest_and_never_foreign_files(root: Path) -> None:
     layout = sqlite_root(root)
-    settings = load_settings({"ONERUN_BACKUP_KEEP": "2"}, root=root)
     layout.backups.mkdir(mode=0o700)
     foreign = layout.backups / "one.db_2026-01-01.bck"  # onedb's own backup name
     foreign.write_text("not ours")
-    made = [make_backup(settings, layout, db_version="7.0.0", log=lambda _: None)
-            for _ in range(4)]
+    made = [cli_backup(root, ONERUN_BACKUP_KEEP_MANUAL="2") for _ in range(4)]
     assert len({p.name for p in made}) == 4  # unique names even within one second
     left = sorted(p.name for p in layout.backups.iterdir())
     assert left == sorted([foreign.name, made[2].name, made[3].name])
@@ -209,6 +207,84 @@ def test_cli_backup_and_restore(root: Path) -> None:
     foreign = runner.invoke(cli, ["restore", str(layout.sqlite_db), "--root", str(root)],
                             env=env)
     assert foreign.exit_code == 3 and "not named like a backup" in foreign.output
+
+
+def cli_env(root: Path, **extra: str) -> dict[str, str | None]:
+    return {"DB_BACKEND": None, "ONERUN_ROOT": None, "ONERUN_LOG_FORMAT": None,
+            "ONERUN_BACKUP_KEEP": None, "ONERUN_BACKUP_KEEP_MANUAL": None, **extra}
+
+
+def cli_backup(root: Path, **env: str) -> Path:
+    made = CliRunner().invoke(cli, ["backup", "--root", str(root)], env=cli_env(root, **env))
+    assert made.exit_code == 0, made.output
+    return Path(made.stdout.strip().splitlines()[-1])
+
+
+def test_manual_backups_are_kept_apart_from_the_automatic_ones(root: Path) -> None:
+    layout = sqlite_root(root)
+    automatic = make_backup(load_settings({}, root=root), layout, db_version="7.0.0",
+                            target_version="7.4.0", log=lambda _: None)
+
+    # ONERUN_BACKUP_KEEP counts the automatic backups only: no manual one is pruned.
+    manual = [cli_backup(root, ONERUN_BACKUP_KEEP="1") for _ in range(3)]
+    assert sorted(p.name for p in layout.backups.iterdir()) == sorted(
+        [automatic.name, *(p.name for p in manual)])
+
+    # A documented setting prunes manual backups, and only those.
+    runner = CliRunner()
+    made = runner.invoke(cli, ["backup", "--root", str(root)],
+                         env=cli_env(root, ONERUN_BACKUP_KEEP="1", ONERUN_BACKUP_KEEP_MANUAL="2"))
+    assert made.exit_code == 0, made.output
+    newest = Path(made.stdout.strip().splitlines()[-1])
+    assert sorted(p.name for p in layout.backups.iterdir()) == sorted(
+        [automatic.name, manual[2].name, newest.name])
+    for old in manual[:2]:
+        assert f"removed old backup {old}" in made.stderr
+    assert "ONERUN_BACKUP_KEEP_MANUAL=2" in made.stderr
+
+
+def test_backup_list_shows_kind_size_and_date(root: Path) -> None:
+    layout = sqlite_root(root)
+    runner = CliRunner()
+    empty = runner.invoke(cli, ["backup", "--list", "--root", str(root)], env=cli_env(root))
+    assert empty.exit_code == 0, empty.output
+    assert f"no backups in {layout.backups}" in empty.stdout
+    assert not layout.backups.exists()  # listing creates nothing
+
+    automatic = make_backup(load_settings({}, root=root), layout, db_version="7.0.0",
+                            target_version="7.4.0", log=lambda _: None)
+    manual = cli_backup(root)
+    (layout.backups / "one.db_2026-01-01.bck").write_text("onedb's own backup: not listed")
+
+    table = runner.invoke(cli, ["backup", "--list", "--root", str(root)], env=cli_env(root))
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["KIND", "MADE", "(UTC)", "SIZE", "DB", "TO", "FILE"]
+    size = f"{automatic.stat().st_size / 1024:.1f} KiB"
+    made_at = f"{automatic.name.split('-')[1][:4]}-"  # the year, as the name has it
+    [auto_line] = [line for line in lines if line.endswith(str(automatic))]
+    assert auto_line.split()[0] == "upgrade" and size in auto_line and "7.4.0" in auto_line
+    assert made_at in auto_line
+    [manual_line] = [line for line in lines if line.endswith(str(manual))]
+    assert manual_line.split()[0] == "manual"
+    assert "bck" not in table.stdout
+    assert "newest 5 (ONERUN_BACKUP_KEEP)" in table.stdout
+    assert "all (ONERUN_BACKUP_KEEP_MANUAL" in table.stdout
+
+    as_json = runner.invoke(cli, ["backup", "--list", "--root", str(root)],
+                            env=cli_env(root, ONERUN_LOG_FORMAT="json"))
+    assert as_json.exit_code == 0, as_json.output
+    listed = json.loads(as_json.stdout)
+    assert listed["directory"] == str(layout.backups)
+    assert listed["keep"] == {"upgrade": 5, "manual": None}
+    assert [entry["file"] for entry in listed["backups"]] == [str(automatic), str(manual)]
+    first = listed["backups"][0]
+    assert first["kind"] == "upgrade" and first["backend"] == "sqlite"
+    assert first["size_bytes"] == automatic.stat().st_size
+    assert (first["db_version"], first["target_version"]) == ("7.0.0", "7.4.0")
+    assert first["made"].endswith("Z") and first["made"][:4] == made_at[:4]
+    assert listed["backups"][1]["kind"] == "manual"
+    assert listed["backups"][1]["target_version"] is None
 
 
 # --- MariaDB --------------------------------------------------------------------------
@@ -350,3 +426,22 @@ def test_mariadb_backup_failure_leaves_no_file(mariadb_server: Any, root: Path) 
                     log=lambda _: None)
     assert DB_PASSWORD not in str(caught.value)
     assert list(layout.backups.iterdir()) == []
+
+
+@pytest.mark.mariadb
+def test_mariadb_backup_list(mariadb_server: Any, root: Path) -> None:
+    name = "backup_list"
+    load_fixture(mariadb_server, name)
+    env = {"DB_BACKEND": "mysql", "DB_HOST": mariadb_server.host,
+           "DB_PORT": str(mariadb_server.port), "DB_USER": "oneadmin",
+           "DB_PASSWORD": DB_PASSWORD, "DB_NAME": name}
+    manual = cli_backup(root, **env)
+    assert manual.name.startswith("opennebula-") and manual.name.endswith("-db7.0.0.sql")
+    listed = CliRunner().invoke(cli, ["backup", "--list", "--root", str(root)],
+                                env=cli_env(root, ONERUN_LOG_FORMAT="json", **env))
+    assert listed.exit_code == 0, listed.output
+    [entry] = json.loads(listed.stdout)["backups"]
+    assert entry == {"file": str(manual), "kind": "manual", "backend": "mysql",
+                     "made": entry["made"], "size_bytes": manual.stat().st_size,
+                     "db_version": "7.0.0", "target_version": None}
+    assert DB_PASSWORD not in listed.stdout + listed.stderr

@@ -3,7 +3,8 @@
 The stand-in (R/usr/bin/onedb, plainly a test program) records its argv, environment and
 uid, then does what the test says: write the target version rows (success), exit 0 without
 migrating, half-migrate and fail (printing the password, as onedb's mysqldump error does),
-or damage onerun's backup first so that the restore fails too. For MariaDB it logs in with
+damage onerun's backup first so that the restore fails too, or half-migrate and then take
+one long step before succeeding (the tests signal onerun meanwhile). For MariaDB it logs in with
 ONE_DB_PASSWORD, the interface onerun promises onedb.
 """
 
@@ -12,9 +13,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import stat
+import subprocess
+import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -23,10 +29,20 @@ from typing import Any
 
 import pymysql
 import pytest
-from testlib import DB_FIXTURES, ONEDB_STAND_IN, require_shared
+from click.testing import CliRunner
+from testlib import (
+    DB_FIXTURES,
+    ONEDB_STAND_IN,
+    lay_out_etc_dist,
+    require_shared,
+    write_image_versions,
+)
 
+from onerun.backup import make_backup
+from onerun.cli import cli
 from onerun.database import classify
-from onerun.errors import UnsafeStateError
+from onerun.entry import stop_on_signals
+from onerun.errors import Interrupted, UnsafeStateError
 from onerun.layout import Layout
 from onerun.plan import ApplyContext, Plan, WriteFile
 from onerun.settings import Settings, load_settings
@@ -36,7 +52,6 @@ DB_PASSWORD = "Canary-DbPass-c0ffee"
 ADMIN_PASSWORD = "fixturepass"  # the fixtures' one_auth
 SQLITE_FIXTURE = DB_FIXTURES / "sqlite-bootstrapped" / "one.db"
 MARIADB_DUMP = DB_FIXTURES / "mariadb-bootstrapped" / "opennebula.sql"
-
 
 
 @dataclass
@@ -50,9 +65,9 @@ class Upgrade:
     conf: Path
     lines: list[str] = field(default_factory=list)  # what onerun logged
 
-    def stand_in(self, mode: str, target: str = "7.4.0") -> None:
+    def stand_in(self, mode: str, target: str = "7.4.0", sleep: float = 0) -> None:
         self.conf.write_text(json.dumps({
-            "mode": mode, "target": target, "record": str(self.record),
+            "mode": mode, "target": target, "sleep": sleep, "record": str(self.record),
             "marker": str(self.layout.restore_failed_marker),
             "backups": str(self.layout.backups),
             "pymysql_path": str(Path(pymysql.__file__).resolve().parent.parent),
@@ -224,13 +239,14 @@ def test_no_backup_no_upgrade(prepared: Any) -> None:
 # --- MariaDB --------------------------------------------------------------------------
 
 
-def mariadb_upgrade(prepared: Any, server: Any, name: str) -> Upgrade:
+def mariadb_upgrade(prepared: Any, server: Any, name: str,
+                    extra: dict[str, str] | None = None) -> Upgrade:
     server.create_database(name, "oneadmin", DB_PASSWORD)
     server.load_dump(name, require_shared(MARIADB_DUMP))
     up: Upgrade = prepared(load_settings({"DB_BACKEND": "mysql", "DB_HOST": server.host,
                                           "DB_PORT": str(server.port), "DB_USER": "oneadmin",
                                           "DB_PASSWORD": DB_PASSWORD, "DB_NAME": name,
-                                          "ONEADMIN_PASSWORD": ADMIN_PASSWORD}))
+                                          "ONEADMIN_PASSWORD": ADMIN_PASSWORD, **(extra or {})}))
     return up
 
 
@@ -295,3 +311,251 @@ def test_mariadb_restore_failure_writes_the_marker(prepared: Any, mariadb_server
     data = json.loads(up.layout.restore_failed_marker.read_text())
     assert "restoring the backup failed" in data["reason"]
     assert DB_PASSWORD not in up.layout.restore_failed_marker.read_text() + str(caught.value)
+
+
+# --- backups: pruned only after a good upgrade, manual ones never ----------------------
+
+
+def manual_backup(up: Upgrade, env: dict[str, str]) -> Path:
+    """`onerun backup`, as an operator runs it in the pod; returns the file it printed."""
+    made = CliRunner().invoke(cli, ["backup", "--root", str(up.root)],
+                              env={"DB_BACKEND": None, "ONERUN_ROOT": None, **env})
+    assert made.exit_code == 0, made.output
+    return Path(made.stdout.strip().splitlines()[-1])
+
+
+def backup_names(up: Upgrade) -> list[str]:
+    return sorted(path.name for path in up.layout.backups.iterdir())
+
+
+def failing_starts_delete_nothing(up: Upgrade, env: dict[str, str]) -> None:
+    manual = manual_backup(up, env)
+    up.stand_in("fail")
+    for attempt in range(1, 4):
+        with pytest.raises(UnsafeStateError):
+            up.run()
+        names = backup_names(up)
+        assert manual.name in names  # the operator's backup survives every failed start
+        assert len(names) == 1 + attempt, names  # and so does every earlier attempt's
+
+
+def test_failed_upgrades_prune_no_backup(prepared: Any) -> None:
+    up = prepared()
+    env = {"ONEADMIN_PASSWORD": ADMIN_PASSWORD, "ONERUN_BACKUP_KEEP": "2"}
+    up.settings = load_settings(env, root=up.root)
+    failing_starts_delete_nothing(up, env)
+
+
+@pytest.mark.mariadb
+def test_mariadb_failed_upgrades_prune_no_backup(prepared: Any, mariadb_server: Any) -> None:
+    up = mariadb_upgrade(prepared, mariadb_server, "upgrade_prune", {"ONERUN_BACKUP_KEEP": "2"})
+    env = {"DB_BACKEND": "mysql", "DB_HOST": mariadb_server.host,
+           "DB_PORT": str(mariadb_server.port), "DB_USER": "oneadmin",
+           "DB_PASSWORD": DB_PASSWORD, "DB_NAME": "upgrade_prune", "ONERUN_BACKUP_KEEP": "2"}
+    failing_starts_delete_nothing(up, env)
+
+
+def test_a_good_upgrade_prunes_only_the_automatic_backups(prepared: Any) -> None:
+    up = prepared()
+    env = {"ONEADMIN_PASSWORD": ADMIN_PASSWORD, "ONERUN_BACKUP_KEEP": "2"}
+    up.settings = load_settings(env, root=up.root)
+    manual = [manual_backup(up, env) for _ in range(2)]
+    earlier = [make_backup(up.settings, up.layout, db_version="6.10.0",
+                           target_version="7.0.0", log=up.lines.append) for _ in range(2)]
+    assert len(backup_names(up)) == 4
+
+    lines = up.run()
+
+    [new] = [name for name in backup_names(up) if name.endswith("-db7.0.0-to7.4.0.sqlite")]
+    assert backup_names(up) == sorted([*(p.name for p in manual), earlier[1].name, new])
+    assert any(f"removed old backup {earlier[0]}" in line and "ONERUN_BACKUP_KEEP=2" in line
+               for line in lines)
+
+
+# --- SIGTERM while onedb runs -----------------------------------------------------------
+
+
+def image_over_volume(up: Upgrade) -> None:
+    """Make up.root a 7.4.0 image over the 7.0.0 volume, ready for a real `onerun start`."""
+    lay_out_etc_dist(up.root, "7.4.0")
+    write_image_versions(up.root, "7.4.0", "7.4.0")
+    shutil.copy(require_shared(DB_FIXTURES / "sqlite-bootstrapped" / "dot-one" / "one_key"),
+                up.layout.one_key)
+    up.layout.one_key.chmod(0o600)
+    chown_tree(up.layout.var_lib_one)
+
+
+def start(up: Upgrade, *extra: str, env: dict[str, str] | None = None) -> Any:
+    """The real `onerun start` as the image's ENTRYPOINT runs it (a subprocess)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "onerun", "start", "--root", str(up.root), *extra],
+        env={"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "ONEADMIN_PASSWORD": ADMIN_PASSWORD,
+             **(env or {})},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def half_migrated(up: Upgrade, server: Any = None) -> bool:
+    """The stand-in has changed the database (its long step comes next)."""
+    if server is None:
+        with closing(sqlite3.connect(f"file:{up.layout.sqlite_db}?mode=ro", uri=True)) as db:
+            return bool(db.execute("SELECT 1 FROM sqlite_master WHERE name='group_vlans'")
+                        .fetchall())
+    connection = server.connect(up.settings.db_name)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM information_schema.tables WHERE table_schema=%s"
+                           " AND table_name='group_vlans'", (up.settings.db_name,))
+            return bool(cursor.fetchall())
+    finally:
+        connection.close()
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_sigterm_while_onedb_runs_lets_it_finish_then_stops_before_the_hand_off(
+        prepared: Any) -> None:
+    up = prepared()
+    image_over_volume(up)
+    up.stand_in("slow", sleep=3)
+    process = start(up)
+    wait_until(lambda: half_migrated(up), "the stand-in onedb to start migrating")
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+
+    assert process.returncode == 143, err
+    assert "stopped by SIGTERM during the schema upgrade" in err
+    assert "upgrade finished" in err and "stopped before the hand-off" in err
+    observed = classify(up.settings, up.layout)
+    assert (observed.db_version, observed.local_db_version) == ("7.4.0", "7.4.0")
+    assert not up.layout.restore_failed_marker.exists()
+    assert not (up.root / "run/onerun/supervisord.conf").exists()  # supervisord never came
+    [backup] = list(up.layout.backups.iterdir())
+    assert str(backup) in err
+    [call] = up.calls()
+    assert not alive(call["pid"])
+    # The next start goes on from here: nothing left to upgrade.
+    dry = start(up, "--dry-run")
+    out, _ = dry.communicate(timeout=60)
+    assert dry.returncode == 0 and "upgrade-schema" not in out, out
+
+
+def test_sigterm_past_the_grace_stops_onedb_and_restores(prepared: Any) -> None:
+    up = prepared()
+    image_over_volume(up)
+    up.stand_in("slow", sleep=120)
+    before = sqlite_dump(up.layout.sqlite_db)
+    process = start(up, env={"ONERUN_UPGRADE_STOP_GRACE": "1"})
+    wait_until(lambda: half_migrated(up), "the stand-in onedb to start migrating")
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+
+    assert process.returncode == 143, err
+    [backup] = list(up.layout.backups.iterdir())
+    assert "stopped by SIGTERM during the schema upgrade" in err
+    assert f"the database was restored from {backup}" in err
+    assert "the next start upgrades again" in err
+    assert "upgrade failed" not in err
+    assert sqlite_dump(up.layout.sqlite_db) == before  # the half-migration is undone
+    assert not up.layout.restore_failed_marker.exists()
+    [call] = up.calls()
+    assert not alive(call["pid"])  # onedb was stopped, not left migrating
+    dry = start(up, "--dry-run")
+    out, _ = dry.communicate(timeout=60)
+    assert dry.returncode == 0 and "upgrade-schema" in out, out
+
+
+@pytest.fixture
+def onerun_signals() -> Iterator[None]:
+    """SIGTERM/SIGINT handled as `onerun start` handles them (onerun/entry.py), then put back."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    stop_on_signals()
+    yield
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def signal_when(condition: Callable[[], bool]) -> threading.Thread:
+    """Send this process SIGTERM (as Kubernetes would) once ``condition`` holds."""
+
+    def run() -> None:
+        deadline = time.monotonic() + 30
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.mariadb
+def test_mariadb_second_sigterm_does_not_cut_the_restore_short(
+        prepared: Any, mariadb_server: Any, monkeypatch: pytest.MonkeyPatch,
+        onerun_signals: None) -> None:
+    name = "upgrade_sigterm"
+    up = mariadb_upgrade(prepared, mariadb_server, name, {"ONERUN_UPGRADE_STOP_GRACE": "1"})
+    up.stand_in("slow", sleep=120)
+    before = mysql_snapshot(mariadb_server, name)
+    import onerun.upgrade
+
+    real_restore = onerun.upgrade.restore_backup
+
+    def restore_while_signalled(*args: Any, **kwargs: Any) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # the pod is deleted again during the restore
+        real_restore(*args, **kwargs)
+
+    monkeypatch.setattr(onerun.upgrade, "restore_backup", restore_while_signalled)
+    signal_when(lambda: half_migrated(up, mariadb_server))
+
+    with pytest.raises(Interrupted) as caught:
+        up.run()
+
+    assert caught.value.exit_code == 143
+    [backup] = list(up.layout.backups.iterdir())
+    assert f"the database was restored from {backup}" in str(caught.value)
+    assert mysql_snapshot(mariadb_server, name) == before
+    assert not up.layout.restore_failed_marker.exists()
+    [call] = up.calls()
+    assert not alive(call["pid"])
+    assert_secret_free([*up.lines, str(caught.value)], up.calls(), DB_PASSWORD, ADMIN_PASSWORD)
+
+
+@pytest.mark.mariadb
+def test_mariadb_sigterm_during_the_backup_changes_nothing(
+        prepared: Any, mariadb_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        onerun_signals: None) -> None:
+    name = "upgrade_sigterm_backup"
+    up = mariadb_upgrade(prepared, mariadb_server, name)
+    before = mysql_snapshot(mariadb_server, name)
+    started = tmp_path / "dump-started"
+    real = shutil.which("mariadb-dump")
+    assert real is not None
+    slow = tmp_path / "bin" / "mariadb-dump"
+    slow.parent.mkdir()
+    slow.write_text(f"#!/bin/sh\n# test wrapper: a slow dump\ntouch {started}\nsleep 5\n"
+                    f'exec {real} "$@"\n')
+    slow.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{slow.parent}:{os.environ['PATH']}")
+    signal_when(started.exists)
+
+    with pytest.raises(Interrupted) as caught:
+        up.run()
+
+    assert caught.value.exit_code == 143 and "SIGTERM" in str(caught.value)
+    assert up.calls() == []  # onedb never ran
+    assert list(up.layout.backups.iterdir()) == []  # no backup, no partial file
+    assert not up.layout.restore_failed_marker.exists()
+    assert mysql_snapshot(mariadb_server, name) == before

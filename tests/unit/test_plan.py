@@ -241,7 +241,10 @@ def test_replace_tree_replaces_content_and_leaves_no_leftovers(tmp_path: Path) -
     assert (target / "im/kvm.d/monitord-client.rb").read_text() == "# new probe\n"
     assert (target / "link").is_symlink()
     assert not (target / "obsolete").exists()
-    assert sorted(p.name for p in target.parent.iterdir()) == ["remotes"]
+    # onerun has no record of the old tree: it is kept whole, dated, and nothing else is left.
+    [kept] = [p for p in target.parent.iterdir() if p.name != "remotes"]
+    assert kept.name.startswith("remotes.onerun-unknown-")
+    assert (kept / "obsolete/old.sh").read_text() == "old"
     assert any("refreshed" in line and "image upgrade" in line for line in log_of(ctx))
 
 

@@ -813,6 +813,28 @@ def test_bad_backup_keep_is_refused(raw: str) -> None:
     only_problem({"ONERUN_BACKUP_KEEP": raw}, "ONERUN_BACKUP_KEEP")
 
 
+def test_manual_backups_are_kept_unless_a_count_is_set() -> None:
+    assert load_settings({}).backup_keep_manual is None
+    assert load_settings({"ONERUN_BACKUP_KEEP_MANUAL": ""}).backup_keep_manual is None
+    assert load_settings({"ONERUN_BACKUP_KEEP_MANUAL": "3"}).backup_keep_manual == 3
+
+
+@pytest.mark.parametrize("raw", ["0", "1001", "x", "2.5"])
+def test_bad_manual_backup_keep_is_refused(raw: str) -> None:
+    only_problem({"ONERUN_BACKUP_KEEP_MANUAL": raw}, "ONERUN_BACKUP_KEEP_MANUAL")
+
+
+@pytest.mark.parametrize(("raw", "grace"), [(None, 20.0), ("0", 0.0), ("45.5", 45.5)])
+def test_upgrade_stop_grace(raw: str | None, grace: float) -> None:
+    env = {} if raw is None else {"ONERUN_UPGRADE_STOP_GRACE": raw}
+    assert load_settings(env).upgrade_stop_grace == grace
+
+
+@pytest.mark.parametrize("raw", ["-1", "3601", "nan", "20s"])
+def test_bad_upgrade_stop_grace_is_refused(raw: str) -> None:
+    only_problem({"ONERUN_UPGRADE_STOP_GRACE": raw}, "ONERUN_UPGRADE_STOP_GRACE")
+
+
 # --- root -----------------------------------------------------------------------------
 
 

@@ -76,7 +76,7 @@ def test_prune_keeps_newest_and_never_touches_foreign_files(tmp_path: Path) -> N
         (layout.backups / name).write_text(name)
     (layout.backups / "opennebula-20200101T000000Z-db6.0.0.sql").mkdir()  # a dir: not ours
 
-    removed = prune_backups(layout, 2)
+    removed = prune_backups(layout, 2, kind="upgrade")
 
     left = sorted(p.name for p in layout.backups.iterdir())
     kept = [backup_file_name("sqlite", datetime(2026, 1, day, tzinfo=UTC), "7.0.0", "7.4.0")
@@ -84,9 +84,29 @@ def test_prune_keeps_newest_and_never_touches_foreign_files(tmp_path: Path) -> N
     assert sorted(p.name for p in removed) == sorted(set(ours) - set(kept))
     assert left == sorted([*kept, *foreign, "opennebula-20200101T000000Z-db6.0.0.sql"])
     assert [p.name for _, p in list_backups(layout)] == sorted(kept)
-    assert prune_backups(layout, 2) == []
+    assert prune_backups(layout, 2, kind="upgrade") == []
     with pytest.raises(ValueError, match="at least 1"):
-        prune_backups(layout, 0)
+        prune_backups(layout, 0, kind="upgrade")
+
+
+def test_prune_counts_each_kind_apart(tmp_path: Path) -> None:
+    """Automatic backups (made before an upgrade, named -to<version>) and manual ones."""
+    layout = Layout(tmp_path)
+    layout.backups.mkdir(parents=True)
+    automatic = [backup_file_name("sqlite", datetime(2026, 1, day, tzinfo=UTC), "7.0.0", "7.4.0")
+                 for day in (1, 3, 5)]
+    manual = [backup_file_name("sqlite", datetime(2026, 1, day, tzinfo=UTC), "7.4.0", None)
+              for day in (2, 4, 6)]
+    for name in automatic + manual:
+        (layout.backups / name).write_text(name)
+
+    removed = prune_backups(layout, 1, kind="upgrade")
+
+    assert sorted(p.name for p in removed) == sorted(automatic[:2])
+    assert [p.name for _, p in list_backups(layout, kind="manual")] == manual
+    assert [parsed.kind for parsed, _ in list_backups(layout)] == [
+        "manual", "manual", "upgrade", "manual"]
+    assert [p.name for p in prune_backups(layout, 2, kind="manual")] == [manual[0]]
 
 
 def test_mask_replaces_every_secret_longest_first() -> None:
