@@ -210,6 +210,8 @@ def test_sigterm_during_onedb_upgrade_leaves_a_database_the_next_start_upgrades(
     text = tier.logs(box)
     assert code == 143, text[-3000:]
     assert seconds <= 90 - tier.STOP_BUDGET, "the pod's grace period would SIGKILL it"
+    last = text.strip().splitlines()[-1]
+    assert "restored from" in last or "finished within" in last, last  # says which
     assert "restore-failed" not in text
 
     box = engine.start(tier.frontend_container(engine, new, pod, front, volume))
