@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from testlib import (
     DB_FIXTURES,
+    crash_inside_transaction,
     grant_traverse,
     require_shared,
     restore_modes,
@@ -329,6 +330,31 @@ def test_restart_of_a_bootstrapped_volume_converges(
     # Everything that was there is unchanged (one_auth rewritten with the same content).
     assert {path: digest for path, digest in after.items() if path in before} == before
     assert scenario.db_snapshot() == before_db
+
+
+def test_start_after_oned_died_inside_a_transaction(
+        base_root: Path, start_until_supervisord: Callable[[Scenario], Running]) -> None:
+    """sqlite is the default backend: a pod killed while oned wrote must start again, on the
+    committed data, with the crashed files kept; the dry run says so and changes nothing."""
+    scenario = Scenario(base_root, {"ONEADMIN_PASSWORD": FIXTURE_PASSWORD})
+    SqliteBackend().prepare(scenario, "BOOTSTRAPPED")
+    put_dot_one(base_root, dot_one_source(SqliteBackend()), ("one_key", "one_auth",
+                                                              *SERVICE_AUTH))
+    db = scenario.layout.sqlite_db
+    committed = db.read_bytes()
+    crash_inside_transaction(db)
+    before = volume_snapshot(base_root)
+
+    dry = scenario.run(dry_run=True)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "decision: proceed" in dry.stdout and "rolled back" in dry.stdout
+    assert volume_snapshot(base_root) == before
+
+    output = stop(start_until_supervisord(scenario))
+    assert db.read_bytes() == committed
+    assert not db.with_name("one.db-journal").exists()
+    kept = list(scenario.layout.backups.glob("one.db-crash-*/one.db-journal"))
+    assert len(kept) == 1 and str(kept[0].parent) in output
 
 
 # --- the DB wait -------------------------------------------------------------------------
