@@ -219,33 +219,42 @@ def observe_processes(layout: Layout) -> ProcessFacts:
     )
 
 
+def _logged(db: DbObservation, log: Callable[[str], None]) -> DbObservation:
+    """Say what recovering the database did: where the files as found are kept."""
+    if db.recovery is not None:
+        log(f"database: {db.recovery}")
+    return db
+
+
 # Maintenance mode must come up even when the DB is what is broken, so it waits less.
 MAINTENANCE_DB_WAIT = 15.0
 
 
-def observe(settings: Settings, layout: Layout, log: Callable[[str], None]) -> Observation:
-    """Every fact the policy needs. Waits for a MariaDB server; never writes."""
-    return Observation(
-        volume=observe_volume(layout),
-        image=observe_image(layout),
-        processes=observe_processes(layout),
-        db=observe_database(settings, layout, log),
-    )
+def observe(settings: Settings, layout: Layout, log: Callable[[str], None], *,
+            dry_run: bool = False) -> Observation:
+    """Every fact the policy needs. Waits for a MariaDB server; never writes, except to
+    recover an sqlite transaction a crash interrupted (not in a dry run; database/sqlite.py).
+    The database is read last: what the volume held before any recovery is what counts."""
+    volume = observe_volume(layout)
+    image = observe_image(layout)
+    processes = observe_processes(layout)
+    return Observation(volume=volume, image=image, processes=processes,
+                       db=observe_database(settings, layout, log, dry_run=dry_run))
 
 
-def observe_database(settings: Settings, layout: Layout,
-                     log: Callable[[str], None]) -> DbObservation:
+def observe_database(settings: Settings, layout: Layout, log: Callable[[str], None], *,
+                     dry_run: bool = False) -> DbObservation:
     """Wait for the DB and classify it. An unreachable or unreadable DB ends the start
     (exit 4, 2 or 3), except in maintenance mode, where it is reported as UNREADABLE so an
     operator can still get in and restore it."""
     if not settings.maintenance:
         wait_for_database(settings, layout, log)
-        return classify(settings, layout)
+        return _logged(classify(settings, layout, dry_run=dry_run), log)
     quick = dataclasses.replace(
         settings, db_wait_timeout=min(settings.db_wait_timeout, MAINTENANCE_DB_WAIT))
     try:
         wait_for_database(quick, layout, log)
-        return classify(quick, layout)
+        return _logged(classify(quick, layout, dry_run=dry_run), log)
     except (DependencyUnavailable, SettingsError, UnsafeStateError) as exc:
         return DbObservation(
             state=DbState.UNREADABLE, db_version=None, local_db_version=None,

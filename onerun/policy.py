@@ -430,7 +430,8 @@ def _state_refusal(settings: Settings, obs: Observation,
         return (
             "the database holds OpenNebula tables but no complete version rows (an "
             "interrupted bootstrap or a damaged database); oned cannot bootstrap over it",
-            "restore a backup (`onerun restore FILE`) or drop the database if it holds nothing")
+            "restore a backup (`onerun restore FILE`, in maintenance mode), or check that "
+            "DB_BACKEND/DB_HOST/DB_NAME name this cloud's database")
     if state is DbState.EMPTY and obs.volume.start_record and not settings.accept_empty_db:
         return (
             "the database is empty but this volume already ran a bootstrapped cloud "
@@ -471,7 +472,8 @@ def _decide_start(
                 f"({decision.upgrade.target_version}); onedb cannot upgrade a database "
                 "without users",
                 f"start it once with an image of OpenNebula {decision.upgrade.db_version} so "
-                "oned finishes the bootstrap, or drop the database to start afresh")
+                "oned finishes the bootstrap, or check that DB_BACKEND/DB_HOST/DB_NAME name "
+                "the database meant for this image")
         if decision.refusal:
             return decision
     if state in (DbState.EMPTY, DbState.PARTIAL_USERS):
