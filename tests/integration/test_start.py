@@ -207,6 +207,17 @@ def test_one_key_missing_with_bootstrapped_db_is_refused(base_root: Path,
     assert_refused_unchanged(scenario, 3, "one_key")
 
 
+@pytest.mark.parametrize("content", ["", "\n", "too-short-a-key\n"])
+def test_empty_or_short_one_key_with_bootstrapped_db_is_refused(
+        base_root: Path, backend: Backend, content: str) -> None:
+    """oned would encrypt with an empty key or read past a short one (reference 1.5)."""
+    scenario = Scenario(base_root)
+    backend.prepare(scenario, "BOOTSTRAPPED")
+    put_dot_one(base_root, dot_one_source(backend), ("one_auth", *SERVICE_AUTH))
+    (base_root / "var/lib/one/.one/one_key").write_text(content)
+    assert_refused_unchanged(scenario, 3, "one_key")
+
+
 def test_empty_db_on_a_volume_that_ran_a_cloud_is_refused(base_root: Path,
                                                           backend: Backend) -> None:
     scenario = Scenario(base_root)
