@@ -28,7 +28,7 @@ from onerun.plan import (
 )
 from onerun.secret import Secret
 from onerun.services import SERVICE_NAMES, service_auth_files_for
-from onerun.settings import Settings
+from onerun.settings import ONE_KEY_MIN_LENGTH, Settings
 from onerun.sshkeys import CopyFile, CopySshKeys, GenerateSshKey
 from onerun.versions import Version
 
@@ -137,9 +137,21 @@ def _bootstrap_auth(
 
 
 def _one_key(settings: Settings, obs: Observation, layout: Layout, decision: Decision) -> None:
-    """one_key encrypts attributes in the DB: a new one silently breaks them (reference 1.5)."""
-    present = obs.volume.one_key
+    """one_key encrypts attributes in the DB: a new one silently breaks them (reference 1.5).
+
+    oned uses the first 32 bytes of the file's first token as an AES-256 key: an empty file
+    holds no key (treated as missing), a shorter one makes oned read past it (refused).
+    """
+    found = obs.volume.one_key
     given = settings.one_key
+    if found is not None and found.reveal() and len(found.reveal().encode()) < ONE_KEY_MIN_LENGTH:
+        decision.refuse(
+            f"{layout.one_key} holds a key shorter than {ONE_KEY_MIN_LENGTH} characters",
+            "oned uses the first 32 bytes of the key for AES-256 and reads past a shorter one, "
+            f"so what it encrypts cannot be decrypted reliably: put this cloud's key (at least "
+            f"{ONE_KEY_MIN_LENGTH} characters) into {layout.one_key}")
+        return
+    present = found if found is not None and found.reveal() else None
     if given is not None and present is not None and present != given:
         decision.refuse(
             f"{layout.one_key} differs from ONE_KEY",
@@ -150,15 +162,17 @@ def _one_key(settings: Settings, obs: Observation, layout: Layout, decision: Dec
         decision.actions.append(WriteFile(
             layout.one_key, f"{given.reveal()}\n".encode(), 0o600,
             why="one_key from ONE_KEY", sensitive=True))
-    elif (
-        present is None
-        and obs.db.state is DbState.BOOTSTRAPPED
-    ):
+    elif present is None and obs.db.state is DbState.BOOTSTRAPPED:
         decision.refuse(
-            f"{layout.one_key} is missing but the database is bootstrapped",
+            f"{layout.one_key} is {'empty' if found is not None else 'missing'} but the "
+            "database is bootstrapped",
             "oned would mint a new key and every encrypted attribute would be lost: restore "
             "the volume's one_key or pass the original key as ONE_KEY / ONE_KEY_FILE",
         )
+    elif present is None and found is not None:
+        decision.actions.append(RemoveFile(
+            layout.one_key, "empty: oned would encrypt with an empty key; without it oned "
+                            "writes a new one"))
 
 
 def _bootstrapped_auth(settings: Settings, obs: Observation, layout: Layout,

@@ -470,3 +470,17 @@ def test_maintenance_with_an_unreadable_db_or_volume_still_comes_up() -> None:
     kept = decide(settings(ONERUN_MAINTENANCE="1"), locked, LAYOUT).actions
     dirs = [a.path for a in kept if isinstance(a, EnsureDirectory)]
     assert dirs and not any(path.is_relative_to(LAYOUT.var_lib_one) for path in dirs)
+
+
+def test_an_empty_one_key_is_no_key() -> None:
+    """An empty file holds nothing: with ONE_KEY it is written, without, on a database that
+    encrypted nothing yet, it goes so oned writes a key (it would use the empty one)."""
+    given = decide(settings(ONE_KEY=KEY), observation(db(DbState.EMPTY), volume(one_key="")),
+                   LAYOUT)
+    assert given.refusal is None
+    assert _writes(given)[LAYOUT.one_key].content == f"{KEY}\n".encode()
+    fresh = decide(settings(), observation(db(DbState.EMPTY), volume(one_key="")), LAYOUT)
+    assert fresh.refusal is None and LAYOUT.one_key in _removes(fresh)
+    short = decide(settings(ONE_KEY=KEY), observation(db(DbState.EMPTY),
+                                                      volume(one_key="short")), LAYOUT)
+    assert short.refusal is not None and LAYOUT.one_key not in _writes(short)
