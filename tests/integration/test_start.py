@@ -227,6 +227,64 @@ def test_empty_db_on_a_volume_that_ran_a_cloud_is_refused(base_root: Path,
     assert_refused_unchanged(scenario, 3, "ONERUN_ACCEPT_EMPTY_DB")
 
 
+def test_truncated_start_record_with_empty_db_is_refused(base_root: Path,
+                                                         backend: Backend) -> None:
+    """A record cut short (full disk, crash) still says this volume ran a cloud."""
+    scenario = Scenario(base_root)
+    backend.prepare(scenario, "EMPTY")
+    put_dot_one(base_root, dot_one_source(backend), ("one_key", "one_auth", *SERVICE_AUTH))
+    record_completed_start(base_root)
+    marker = base_root / "var/lib/one/.onerun/last-start.json"
+    marker.write_bytes(marker.read_bytes()[:20])
+    assert_refused_unchanged(scenario, 3, "ONERUN_ACCEPT_EMPTY_DB")
+
+
+def another_installations_volume(root: Path, backend: Backend,
+                                 kinds: tuple[str, ...] = ("one_key", "service auth",
+                                                           "ssh key", "datastore")) -> None:
+    """What a volume that ran a cloud under another image holds (no onerun records)."""
+    if "one_key" in kinds:
+        put_dot_one(root, dot_one_source(backend), ("one_key",))
+    if "service auth" in kinds:
+        put_dot_one(root, dot_one_source(backend), SERVICE_AUTH)
+    if "ssh key" in kinds:
+        ssh = root / "var/lib/one/.ssh"
+        ssh.mkdir(parents=True, exist_ok=True)
+        (ssh / "id_rsa").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nstand-in\n")
+    if "datastore" in kinds:
+        image = root / "var/lib/one/datastores/1/5e1f0c2a9b"
+        image.parent.mkdir(parents=True, exist_ok=True)
+        image.write_bytes(b"an image of another installation")
+
+
+def test_empty_db_on_a_volume_another_installation_used_is_refused(
+        base_root: Path, backend: Backend) -> None:
+    """A migrated volume and a mistyped DB_NAME: no auth file goes, no second cloud starts."""
+    scenario = Scenario(base_root)
+    backend.prepare(scenario, "EMPTY")
+    another_installations_volume(base_root, backend)
+    assert_refused_unchanged(scenario, 3, "ONERUN_ACCEPT_EMPTY_DB")
+    scenario.env["ONERUN_ACCEPT_EMPTY_DB"] = "1"
+    dry = scenario.run(dry_run=True)
+    assert dry.returncode == 0 and "decision: proceed" in dry.stdout, dry.stdout + dry.stderr
+
+
+@pytest.mark.parametrize("kind", ["one_key", "service auth", "ssh key", "datastore"])
+def test_each_trace_of_another_installation_counts(base_root: Path, kind: str) -> None:
+    scenario = Scenario(base_root)
+    SqliteBackend().prepare(scenario, "EMPTY")
+    another_installations_volume(base_root, SqliteBackend(), (kind,))
+    assert_refused_unchanged(scenario, 3, "ONERUN_ACCEPT_EMPTY_DB")
+
+
+def test_partial_users_on_a_volume_another_installation_used_is_refused(
+        base_root: Path, backend: Backend) -> None:
+    scenario = Scenario(base_root, {"ONEADMIN_PASSWORD": "New-Admin-Pass-1"})
+    backend.prepare(scenario, "PARTIAL_USERS")
+    another_installations_volume(base_root, backend)
+    assert_refused_unchanged(scenario, 3, "ONERUN_ACCEPT_EMPTY_DB")
+
+
 def test_partial_tables_is_refused(base_root: Path, backend: Backend) -> None:
     scenario = Scenario(base_root)
     backend.prepare(scenario, "PARTIAL_TABLES")
@@ -284,29 +342,41 @@ def stop(running: Running) -> str:
     return "".join(running.output)
 
 
-def test_leftover_auth_files_without_a_completed_start_are_removed(
+def oned_died_during_its_bootstrap(root: Path, backend: Backend) -> None:
+    """What oned leaves when it dies bootstrapping: one_key (written before the DB is
+    touched) and the service auth files written so far (reference 1.1, 1.4)."""
+    put_dot_one(root, dot_one_source(backend), ("one_key", "sunstone_auth", "onegate_auth"))
+
+
+def test_interrupted_first_bootstrap_that_onerun_started_is_cleaned_up(
         base_root: Path, backend: Backend,
         start_until_supervisord: Callable[[Scenario], Running]) -> None:
+    """The first start records that it began a bootstrap; after oned died in it, the next
+    start recognises its own leftovers and removes the service auth files oned refuses."""
     scenario = Scenario(base_root)
     backend.prepare(scenario, "EMPTY")
-    put_dot_one(base_root, dot_one_source(backend), ("one_key", "one_auth", *SERVICE_AUTH))
+    stop(start_until_supervisord(scenario))  # the first start; oned "dies" in its bootstrap
+    oned_died_during_its_bootstrap(base_root, backend)
+    one_auth = (base_root / "var/lib/one/.one/one_auth").read_text()
     key_before = (base_root / "var/lib/one/.one/one_key").read_bytes()
     dry = scenario.run(dry_run=True)
-    assert dry.returncode == 0 and "decision: proceed" in dry.stdout
+    assert dry.returncode == 0 and "decision: proceed" in dry.stdout, dry.stdout + dry.stderr
     running = start_until_supervisord(scenario)
     dot_one = base_root / "var/lib/one/.one"
     assert not any((dot_one / name).exists() for name in SERVICE_AUTH)
     assert (dot_one / "one_key").read_bytes() == key_before  # not ours to change
-    assert (dot_one / "one_auth").read_text() == f"oneadmin:{FIXTURE_PASSWORD}\n"  # kept
+    assert (dot_one / "one_auth").read_text() == one_auth  # kept
     output = stop(running)
     assert "removed" in output and "sunstone_auth" in output
 
 
-def test_partial_users_proceeds(base_root: Path, backend: Backend,
-                                start_until_supervisord: Callable[[Scenario], Running]) -> None:
+def test_partial_users_of_onerun_s_own_bootstrap_proceeds(
+        base_root: Path, backend: Backend,
+        start_until_supervisord: Callable[[Scenario], Running]) -> None:
     scenario = Scenario(base_root, {"ONEADMIN_PASSWORD": "New-Admin-Pass-1"})
     backend.prepare(scenario, "PARTIAL_USERS")
-    put_dot_one(base_root, dot_one_source(backend), ("one_key", "onegate_auth"))
+    stop(start_until_supervisord(scenario))  # oned made tables and versions, then died
+    oned_died_during_its_bootstrap(base_root, backend)
     assert scenario.run(dry_run=True).returncode == 0
     start_until_supervisord(scenario)
     dot_one = base_root / "var/lib/one/.one"
