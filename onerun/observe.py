@@ -62,7 +62,9 @@ class VolumeFacts:
     one_auth_password: Secret | None  # the password part of one_auth's first line
     service_auth: Mapping[str, Secret]  # each present service auth file and its content
     secret_files: tuple[OwnedPath, ...]
-    start_record: StartRecord | None
+    start_record: StartRecord | None  # unreadable counts: only an absent file is None
+    bootstrap_started: bool  # onerun recorded that it handed a first bootstrap to oned
+    datastores_with_content: tuple[str, ...]  # ids of datastore directories holding anything
     restore_failed: str | None  # the recorded reason while the DB state is unknown
     remotes_present: bool
     remotes_stamp: str | None  # what onerun stamped into the remotes when it copied them
@@ -148,6 +150,24 @@ def _stamp(path: Path) -> str | None:
         return None
 
 
+def _datastores_with_content(directory: Path) -> tuple[str, ...]:
+    """The datastore directories that hold anything: one listing per datastore, no walk."""
+    try:
+        entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+    except OSError:
+        return ()
+    found = []
+    for entry in entries:
+        try:
+            if entry.is_dir():  # a datastore may be a symlink to a mount
+                with os.scandir(entry.path) as inside:
+                    if next(inside, None) is not None:
+                        found.append(entry.name)
+        except OSError:
+            continue
+    return tuple(found)
+
+
 def observe_volume(layout: Layout) -> VolumeFacts:
     one_auth_present, one_auth_password = _read_one_auth_password(layout.one_auth)
     secret_names = ("one_key", "one_auth", *SERVICE_AUTH_FILES)
@@ -163,6 +183,8 @@ def observe_volume(layout: Layout) -> VolumeFacts:
         service_auth=_contents({name: layout.service_auth(name) for name in SERVICE_AUTH_FILES}),
         secret_files=secret_files,
         start_record=read_start_record(layout.volume_marker),
+        bootstrap_started=layout.bootstrap_marker.exists(),
+        datastores_with_content=_datastores_with_content(layout.datastores),
         restore_failed=_restore_failed_reason(layout.restore_failed_marker),
         remotes_present=layout.remotes.is_dir(),
         remotes_stamp=_stamp(layout.remotes / STAMP_FILE),

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from onerun.database import DbState
 from onerun.layout import SERVICE_AUTH_FILES, Layout
+from onerun.marker import bootstrap_record
 from onerun.observe import Observation
 from onerun.plan import (
     Action,
@@ -446,13 +447,72 @@ def _state_refusal(settings: Settings, obs: Observation,
             "interrupted bootstrap or a damaged database); oned cannot bootstrap over it",
             "restore a backup (`onerun restore FILE`, in maintenance mode), or check that "
             "DB_BACKEND/DB_HOST/DB_NAME name this cloud's database")
-    if state is DbState.EMPTY and obs.volume.start_record and not settings.accept_empty_db:
-        return (
-            "the database is empty but this volume already ran a bootstrapped cloud "
-            f"(recorded in {layout.volume_marker})",
-            "check DB_HOST/DB_NAME point at the right database; to start a new, empty cloud "
-            "on purpose set ONERUN_ACCEPT_EMPTY_DB=1")
+    if state in (DbState.EMPTY, DbState.PARTIAL_USERS) and not settings.accept_empty_db:
+        return _used_volume_refusal(settings, obs, layout)
     return None
+
+
+def _previous_use(settings: Settings, obs: Observation, layout: Layout) -> list[str]:
+    """What on the volume says a cloud ran here: never written before a bootstrap, except
+    by one onerun began itself (one_key, service auth files and the SSH key then), which
+    its bootstrap record tells apart. one_auth and the remotes are not evidence: onerun
+    writes them before every bootstrap."""
+    volume = obs.volume
+    found = []
+    if volume.one_key is not None:
+        found.append(str(layout.one_key))
+    if volume.service_auth:
+        found.append(f"service auth files in {layout.dot_one} "
+                     f"({', '.join(sorted(volume.service_auth))})")
+    if volume.ssh_private_key_present:
+        found.append(f"an SSH key in {layout.ssh_dir}")
+    if volume.datastores_with_content:
+        found.append(f"datastores with content in {layout.datastores} "
+                     f"({', '.join(volume.datastores_with_content)})")
+    if settings.db_backend == "mysql" and volume.sqlite_db.exists:
+        found.append(f"an sqlite database {layout.sqlite_db}")
+    return found
+
+
+def _used_volume_refusal(settings: Settings, obs: Observation,
+                         layout: Layout) -> tuple[str, str] | None:
+    """An empty (or user-less) database on a volume a cloud used: a wrong DB_NAME or a lost
+    database must not become a second, empty cloud beside the real one's files."""
+    what = ("empty" if obs.db.state is DbState.EMPTY
+            else "without users (a first start that never finished)")
+    fix = ("check that DB_BACKEND/DB_HOST/DB_NAME name this cloud's database; to start a new, "
+           "empty cloud on this volume on purpose set ONERUN_ACCEPT_EMPTY_DB=1")
+    record = obs.volume.start_record
+    if record is not None:
+        damaged = f"; the record is damaged: {record.unreadable}" if record.unreadable else ""
+        return (f"the database is {what} but this volume already ran a bootstrapped cloud "
+                f"(recorded in {layout.volume_marker}{damaged})", fix)
+    evidence = _previous_use(settings, obs, layout)
+    if evidence and not obs.volume.bootstrap_started:
+        return (f"the database is {what} but another installation used this volume: "
+                f"{'; '.join(evidence)} (onerun never began a bootstrap here: "
+                f"{layout.bootstrap_marker} is absent)", fix)
+    return None
+
+
+def _bootstrap_record(settings: Settings, obs: Observation, layout: Layout) -> list[Action]:
+    """Before a bootstrap, and before anything it leaves (one_key, one_auth, service auth
+    files, the SSH key), record that onerun began it: a later start tells its leftovers
+    from another installation's by this. Once the database is bootstrapped it goes."""
+    if obs.db.state in (DbState.EMPTY, DbState.PARTIAL_USERS):
+        return [WriteFile(
+            layout.bootstrap_marker, bootstrap_record(_database_name(settings, layout)), 0o600,
+            why="onerun hands a first bootstrap to oned: a later start knows its leftovers",
+            only_if_absent=True)]
+    if obs.volume.bootstrap_started:
+        return [RemoveFile(layout.bootstrap_marker, "the bootstrap it recorded is complete")]
+    return []
+
+
+def _database_name(settings: Settings, layout: Layout) -> str:
+    if settings.db_backend == "mysql":
+        return f"{settings.db_name} on {settings.db_host}:{settings.db_port}"
+    return str(layout.sqlite_db)
 
 
 def _decide_start(
@@ -473,6 +533,7 @@ def _decide_start(
     if refused is not None:
         return decision.refuse(*refused)
 
+    decision.actions.extend(_bootstrap_record(settings, obs, layout))
     decision.actions.extend(_fix_owners(settings, obs, layout))
     _one_key(settings, obs, layout, decision)
     if decision.refusal:

@@ -62,7 +62,8 @@ def volume(*, one_key: str | None = None, one_auth: str | None = None,
            service_auth: tuple[str, ...] = (), record: str | None = None,
            restore_failed: str | None = None, remotes_stamp: str | None = STAMP_70,
            serveradmin: str | None = "serveradmin:s3cret\n",
-           ssh_key: bool = False) -> VolumeFacts:
+           ssh_key: bool = False, began: bool = False,
+           datastores: tuple[str, ...] = ()) -> VolumeFacts:
     return VolumeFacts(
         var_lib_one=OwnedPath(LAYOUT.var_lib_one, 9869, 9869, 0o750),
         sqlite_db=OwnedPath(LAYOUT.sqlite_db, None, None, None),
@@ -72,6 +73,8 @@ def volume(*, one_key: str | None = None, one_auth: str | None = None,
         service_auth={name: Secret(serveradmin or "") for name in service_auth},
         secret_files=(),
         start_record=StartRecord(record, "7.0.0", 0.0) if record else None,
+        bootstrap_started=began,
+        datastores_with_content=datastores,
         restore_failed=restore_failed,
         remotes_present=True,
         remotes_stamp=remotes_stamp,
@@ -240,8 +243,8 @@ def test_generated_password_uses_the_allowed_alphabet() -> None:
 
 def test_bootstrap_removes_only_leftover_service_auth_files() -> None:
     obs = observation(db(DbState.EMPTY),
-                      volume(one_key=KEY, one_auth="x", service_auth=("sunstone_auth",
-                                                                      "onegate_auth")))
+                      volume(one_key=KEY, one_auth="x", began=True,
+                             service_auth=("sunstone_auth", "onegate_auth")))
     decision = decide(settings(), obs, LAYOUT)
     assert _removes(decision) >= {LAYOUT.service_auth("sunstone_auth"),
                                   LAYOUT.service_auth("onegate_auth")}
@@ -406,8 +409,8 @@ def test_one_auth_not_matching_the_db_without_a_password_is_refused() -> None:
 
 def test_partial_users_of_another_version_is_refused() -> None:
     image = ImageVersions(Version.parse("7.4.0"), Version.parse("7.4.0"), Version.parse("7.4.0"))
-    obs = observation(db(DbState.PARTIAL_USERS, version="7.0.0"), volume(one_key=KEY),
-                      image=image)
+    obs = observation(db(DbState.PARTIAL_USERS, version="7.0.0"),
+                      volume(one_key=KEY, began=True), image=image)
     decision = decide(settings(), obs, LAYOUT)
     assert decision.refusal is not None and "7.0.0" in decision.refusal.fix
 
@@ -493,12 +496,70 @@ def test_maintenance_with_an_unreadable_db_or_volume_still_comes_up() -> None:
 def test_an_empty_one_key_is_no_key() -> None:
     """An empty file holds nothing: with ONE_KEY it is written, without, on a database that
     encrypted nothing yet, it goes so oned writes a key (it would use the empty one)."""
-    given = decide(settings(ONE_KEY=KEY), observation(db(DbState.EMPTY), volume(one_key="")),
-                   LAYOUT)
+    empty = observation(db(DbState.EMPTY), volume(one_key="", began=True))
+    given = decide(settings(ONE_KEY=KEY), empty, LAYOUT)
     assert given.refusal is None
     assert _writes(given)[LAYOUT.one_key].content == f"{KEY}\n".encode()
-    fresh = decide(settings(), observation(db(DbState.EMPTY), volume(one_key="")), LAYOUT)
+    fresh = decide(settings(), empty, LAYOUT)
     assert fresh.refusal is None and LAYOUT.one_key in _removes(fresh)
     short = decide(settings(ONE_KEY=KEY), observation(db(DbState.EMPTY),
-                                                      volume(one_key="short")), LAYOUT)
+                                                      volume(one_key="short", began=True)),
+                   LAYOUT)
     assert short.refusal is not None and LAYOUT.one_key not in _writes(short)
+
+
+# -- the empty-database guard: whose leftovers are these? ----------------------------------
+
+
+def test_an_interrupted_bootstrap_onerun_began_is_cleaned_up() -> None:
+    obs = observation(db(DbState.EMPTY), volume(one_key=KEY, one_auth="x", began=True,
+                                                service_auth=ALL_70, ssh_key=True))
+    decision = decide(settings(), obs, LAYOUT)
+    assert decision.refusal is None
+    assert {LAYOUT.service_auth(name) for name in ALL_70} <= _removes(decision)
+    assert LAYOUT.one_key not in _removes(decision)
+
+
+def test_a_bootstrap_is_recorded_before_anything_it_leaves() -> None:
+    decision = decide(settings(ONE_KEY=KEY), observation(db(DbState.EMPTY), volume()), LAYOUT)
+    paths = [a.path for a in decision.actions if isinstance(a, WriteFile | RemoveFile)]
+    marker = _writes(decision)[LAYOUT.bootstrap_marker]
+    assert paths.index(LAYOUT.bootstrap_marker) < paths.index(LAYOUT.one_key)
+    assert paths.index(LAYOUT.bootstrap_marker) < paths.index(LAYOUT.one_auth)
+    assert marker.only_if_absent and marker.mode == 0o600
+    assert str(LAYOUT.sqlite_db).encode() in marker.content
+
+
+def test_the_bootstrap_record_goes_once_the_database_is_bootstrapped() -> None:
+    obs = observation(db(DbState.BOOTSTRAPPED), volume(one_key=KEY, one_auth=PASSWORD,
+                                                       service_auth=ALL_70, began=True))
+    decision = decide(settings(), obs, LAYOUT)
+    assert decision.refusal is None and LAYOUT.bootstrap_marker in _removes(decision)
+    assert LAYOUT.bootstrap_marker not in _writes(decision)
+
+
+@pytest.mark.parametrize(("evidence", "needle"), [
+    ({"datastores": ("1", "100")}, "datastores with content"),
+    ({"service_auth": ("onegate_auth",)}, "onegate_auth"),
+])
+def test_other_traces_of_a_cloud_count(evidence: dict[str, Any], needle: str) -> None:
+    decision = decide(settings(), observation(db(DbState.EMPTY), volume(**evidence)), LAYOUT)
+    assert decision.refusal is not None
+    assert needle in decision.refusal.reason
+    assert "ONERUN_ACCEPT_EMPTY_DB=1" in decision.refusal.fix
+
+
+def test_a_damaged_start_record_counts_and_says_so() -> None:
+    vol = dataclasses.replace(volume(), start_record=StartRecord(
+        None, None, 0.0, unreadable="last-start.json is unreadable (truncated)"))
+    decision = decide(settings(), observation(db(DbState.EMPTY), vol), LAYOUT)
+    assert decision.refusal is not None and "truncated" in decision.refusal.reason
+    assert decide(settings(ONERUN_ACCEPT_EMPTY_DB="1"),
+                  observation(db(DbState.EMPTY), vol), LAYOUT).refusal is None
+
+
+def test_an_sqlite_database_on_the_volume_counts_for_mariadb() -> None:
+    vol = dataclasses.replace(volume(), sqlite_db=OwnedPath(LAYOUT.sqlite_db, 9869, 9869, 0o600))
+    mysql = {"DB_BACKEND": "mysql", "DB_HOST": "db", "DB_PASSWORD": "Db-Pass-1"}
+    decision = decide(settings(**mysql), observation(db(DbState.EMPTY), vol), LAYOUT)
+    assert decision.refusal is not None and "one.db" in decision.refusal.reason
