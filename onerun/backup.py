@@ -36,7 +36,7 @@ import click
 
 from onerun.cliopts import root_option
 from onerun.errors import EXIT_REFUSED, OnerunError
-from onerun.fsutil import chown_if_root
+from onerun.fsutil import chown_if_root, ensure_private_dir
 from onerun.layout import Layout
 from onerun.processes import oned_running
 from onerun.settings import Settings
@@ -186,9 +186,7 @@ def _fsync_dir(directory: Path) -> None:
 def _ensure_backup_dir(layout: Layout) -> Path:
     """layout.backups, 0700 and oneadmin's: dumps hold every secret attribute of the cloud."""
     account = layout.oneadmin
-    layout.backups.mkdir(mode=0o700, parents=True, exist_ok=True)
-    chown_if_root(layout.backups, account.uid, account.gid)
-    return layout.backups
+    return ensure_private_dir(layout.backups, account.uid, account.gid)
 
 
 def _next_stamp(layout: Layout) -> datetime:
@@ -313,13 +311,24 @@ def _copy_sqlite(source: Path, target: Path) -> None:
         src.backup(dst)
 
 
-def _dump_sqlite(layout: Layout, target: Path) -> None:
-    if not layout.sqlite_db.is_file():
-        raise BackupError(f"{layout.sqlite_db} does not exist: there is nothing to back up")
+def _dump_sqlite(layout: Layout, target: Path, log: Log) -> None:
+    """Copy one.db; after a crash inside a transaction, first keep the files and roll it
+    back (onerun/database/sqlite.py), since a read-only source cannot."""
+    from onerun.database.sqlite import interrupted_transaction, recover
+
+    db = layout.sqlite_db
+    if not db.is_file():
+        raise BackupError(f"{db} does not exist: there is nothing to back up")
     try:
-        _copy_sqlite(layout.sqlite_db, target)
+        _copy_sqlite(db, target)
     except sqlite3.Error as error:
-        raise BackupError(f"copying {layout.sqlite_db} failed: {error}") from error
+        if not interrupted_transaction(db):
+            raise BackupError(f"copying {db} failed: {error}") from error
+        log(recover(db, layout))
+        try:
+            _copy_sqlite(db, target)
+        except sqlite3.Error as again:
+            raise BackupError(f"copying {db} failed: {again}") from again
     verdict = _integrity(target)
     if verdict != "ok":
         raise BackupError(f"the copy of {layout.sqlite_db} fails PRAGMA integrity_check: "
@@ -349,7 +358,7 @@ def make_backup(settings: Settings, layout: Layout, *, db_version: str,
                                        "created": time.time()}
             _dump_mysql(settings, layout, partial, meta)
         else:
-            _dump_sqlite(layout, partial)  # into the empty 0600 file: never world-readable
+            _dump_sqlite(layout, partial, log)  # into the empty 0600 file: never world-readable
         with partial.open("rb") as handle:
             os.fsync(handle.fileno())
         chown_if_root(partial, account.uid, account.gid)

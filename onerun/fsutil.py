@@ -48,3 +48,10 @@ def atomic_write(path: Path, data: bytes, mode: int, uid: int, gid: int) -> None
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def ensure_private_dir(path: Path, uid: int, gid: int) -> Path:
+    """``path`` as a 0700 directory given to uid:gid (when root): for copies of secrets."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    chown_if_root(path, uid, gid)
+    return path

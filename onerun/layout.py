@@ -148,6 +148,16 @@ class Layout:
         return self.state_dir / "last-start.json"
 
     @property
+    def bootstrap_marker(self) -> Path:
+        """Written before onerun hands a first bootstrap to oned (onerun/marker.py)."""
+        return self.state_dir / "bootstrap-started.json"
+
+    @property
+    def datastores(self) -> Path:
+        """oned's datastore directories, one per datastore id (images, disks)."""
+        return self.path("/var/lib/one/datastores")
+
+    @property
     def restore_failed_marker(self) -> Path:
         """Present while a failed restore leaves the DB in an unknown state."""
         return self.state_dir / "restore-failed.json"

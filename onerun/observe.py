@@ -64,7 +64,9 @@ class VolumeFacts:
     one_auth_password: Secret | None  # the password part of one_auth's first line
     service_auth: Mapping[str, Secret]  # each present service auth file and its content
     secret_files: tuple[OwnedPath, ...]
-    start_record: StartRecord | None
+    start_record: StartRecord | None  # unreadable counts: only an absent file is None
+    bootstrap_started: bool  # onerun recorded that it handed a first bootstrap to oned
+    datastores_with_content: tuple[str, ...]  # ids of datastore directories holding anything
     restore_failed: str | None  # the recorded reason while the DB state is unknown
     remotes_present: bool
     remotes_stamp: str | None  # what onerun stamped into the remotes when it copied them
@@ -166,6 +168,24 @@ def _stamp(path: Path) -> str | None:
         return None
 
 
+def _datastores_with_content(directory: Path) -> tuple[str, ...]:
+    """The datastore directories that hold anything: one listing per datastore, no walk."""
+    try:
+        entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+    except OSError:
+        return ()
+    found = []
+    for entry in entries:
+        try:
+            if entry.is_dir():  # a datastore may be a symlink to a mount
+                with os.scandir(entry.path) as inside:
+                    if next(inside, None) is not None:
+                        found.append(entry.name)
+        except OSError:
+            continue
+    return tuple(found)
+
+
 def observe_volume(layout: Layout) -> VolumeFacts:
     one_auth_present, one_auth_password = _read_one_auth_password(layout.one_auth)
     secret_names = ("one_key", "one_auth", *SERVICE_AUTH_FILES)
@@ -181,6 +201,8 @@ def observe_volume(layout: Layout) -> VolumeFacts:
         service_auth=_contents({name: layout.service_auth(name) for name in SERVICE_AUTH_FILES}),
         secret_files=secret_files,
         start_record=read_start_record(layout.volume_marker),
+        bootstrap_started=layout.bootstrap_marker.exists(),
+        datastores_with_content=_datastores_with_content(layout.datastores),
         restore_failed=_restore_failed_reason(layout.restore_failed_marker),
         remotes_present=layout.remotes.is_dir(),
         remotes_stamp=_stamp(layout.remotes / STAMP_FILE),
@@ -273,34 +295,44 @@ def observe_hostname(settings: Settings, layout: Layout) -> HostnameFact:
         return HostnameFact(None, system, None, reason or str(exc))
 
 
+def _logged(db: DbObservation, log: Callable[[str], None]) -> DbObservation:
+    """Say what recovering the database did: where the files as found are kept."""
+    if db.recovery is not None:
+        log(f"database: {db.recovery}")
+    return db
+
+
 # Maintenance mode must come up even when the DB is what is broken, so it waits less.
 MAINTENANCE_DB_WAIT = 15.0
 
 
-def observe(settings: Settings, layout: Layout, log: Callable[[str], None]) -> Observation:
-    """Every fact the policy needs. Waits for a MariaDB server; never writes."""
-    return Observation(
-        volume=observe_volume(layout),
-        image=observe_image(layout),
-        processes=observe_processes(layout),
-        db=observe_database(settings, layout, log),
-        hostname=observe_hostname(settings, layout),
-    )
+def observe(settings: Settings, layout: Layout, log: Callable[[str], None], *,
+            dry_run: bool = False) -> Observation:
+    """Every fact the policy needs. Waits for a MariaDB server; never writes, except to
+    recover an sqlite transaction a crash interrupted (not in a dry run; database/sqlite.py).
+    The database is read last: what the volume held before any recovery is what counts."""
+    volume = observe_volume(layout)
+    image = observe_image(layout)
+    processes = observe_processes(layout)
+    hostname = observe_hostname(settings, layout)
+    return Observation(volume=volume, image=image, processes=processes,
+                       db=observe_database(settings, layout, log, dry_run=dry_run),
+                       hostname=hostname)
 
 
-def observe_database(settings: Settings, layout: Layout,
-                     log: Callable[[str], None]) -> DbObservation:
+def observe_database(settings: Settings, layout: Layout, log: Callable[[str], None], *,
+                     dry_run: bool = False) -> DbObservation:
     """Wait for the DB and classify it. An unreachable or unreadable DB ends the start
     (exit 4, 2 or 3), except in maintenance mode, where it is reported as UNREADABLE so an
     operator can still get in and restore it."""
     if not settings.maintenance:
         wait_for_database(settings, layout, log)
-        return classify(settings, layout)
+        return _logged(classify(settings, layout, dry_run=dry_run), log)
     quick = dataclasses.replace(
         settings, db_wait_timeout=min(settings.db_wait_timeout, MAINTENANCE_DB_WAIT))
     try:
         wait_for_database(quick, layout, log)
-        return classify(quick, layout)
+        return _logged(classify(quick, layout, dry_run=dry_run), log)
     except (DependencyUnavailable, SettingsError, UnsafeStateError) as exc:
         return DbObservation(
             state=DbState.UNREADABLE, db_version=None, local_db_version=None,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from onerun.database import DbState
 from onerun.layout import SERVICE_AUTH_FILES, Layout
+from onerun.marker import bootstrap_record
 from onerun.observe import Observation
 from onerun.plan import (
     Action,
@@ -28,7 +29,7 @@ from onerun.plan import (
 )
 from onerun.secret import Secret
 from onerun.services import SERVICE_NAMES, service_auth_files_for
-from onerun.settings import Settings
+from onerun.settings import ONE_KEY_MIN_LENGTH, Settings
 from onerun.sshkeys import CopyFile, CopySshKeys, GenerateSshKey
 from onerun.versions import Version
 
@@ -137,9 +138,21 @@ def _bootstrap_auth(
 
 
 def _one_key(settings: Settings, obs: Observation, layout: Layout, decision: Decision) -> None:
-    """one_key encrypts attributes in the DB: a new one silently breaks them (reference 1.5)."""
-    present = obs.volume.one_key
+    """one_key encrypts attributes in the DB: a new one silently breaks them (reference 1.5).
+
+    oned uses the first 32 bytes of the file's first token as an AES-256 key: an empty file
+    holds no key (treated as missing), a shorter one makes oned read past it (refused).
+    """
+    found = obs.volume.one_key
     given = settings.one_key
+    if found is not None and found.reveal() and len(found.reveal().encode()) < ONE_KEY_MIN_LENGTH:
+        decision.refuse(
+            f"{layout.one_key} holds a key shorter than {ONE_KEY_MIN_LENGTH} characters",
+            "oned uses the first 32 bytes of the key for AES-256 and reads past a shorter one, "
+            f"so what it encrypts cannot be decrypted reliably: put this cloud's key (at least "
+            f"{ONE_KEY_MIN_LENGTH} characters) into {layout.one_key}")
+        return
+    present = found if found is not None and found.reveal() else None
     if given is not None and present is not None and present != given:
         decision.refuse(
             f"{layout.one_key} differs from ONE_KEY",
@@ -150,15 +163,17 @@ def _one_key(settings: Settings, obs: Observation, layout: Layout, decision: Dec
         decision.actions.append(WriteFile(
             layout.one_key, f"{given.reveal()}\n".encode(), 0o600,
             why="one_key from ONE_KEY", sensitive=True))
-    elif (
-        present is None
-        and obs.db.state is DbState.BOOTSTRAPPED
-    ):
+    elif present is None and obs.db.state is DbState.BOOTSTRAPPED:
         decision.refuse(
-            f"{layout.one_key} is missing but the database is bootstrapped",
+            f"{layout.one_key} is {'empty' if found is not None else 'missing'} but the "
+            "database is bootstrapped",
             "oned would mint a new key and every encrypted attribute would be lost: restore "
             "the volume's one_key or pass the original key as ONE_KEY / ONE_KEY_FILE",
         )
+    elif present is None and found is not None:
+        decision.actions.append(RemoveFile(
+            layout.one_key, "empty: oned would encrypt with an empty key; without it oned "
+                            "writes a new one"))
 
 
 def _bootstrapped_auth(settings: Settings, obs: Observation, layout: Layout,
@@ -459,14 +474,74 @@ def _state_refusal(settings: Settings, obs: Observation,
         return (
             "the database holds OpenNebula tables but no complete version rows (an "
             "interrupted bootstrap or a damaged database); oned cannot bootstrap over it",
-            "restore a backup (`onerun restore FILE`) or drop the database if it holds nothing")
-    if state is DbState.EMPTY and obs.volume.start_record and not settings.accept_empty_db:
-        return (
-            "the database is empty but this volume already ran a bootstrapped cloud "
-            f"(recorded in {layout.volume_marker})",
-            "check DB_HOST/DB_NAME point at the right database; to start a new, empty cloud "
-            "on purpose set ONERUN_ACCEPT_EMPTY_DB=1")
+            "restore a backup (`onerun restore FILE`, in maintenance mode), or check that "
+            "DB_BACKEND/DB_HOST/DB_NAME name this cloud's database")
+    if state in (DbState.EMPTY, DbState.PARTIAL_USERS) and not settings.accept_empty_db:
+        return _used_volume_refusal(settings, obs, layout)
     return None
+
+
+def _previous_use(settings: Settings, obs: Observation, layout: Layout) -> list[str]:
+    """What on the volume says a cloud ran here: never written before a bootstrap, except
+    by one onerun began itself (one_key, service auth files and the SSH key then), which
+    its bootstrap record tells apart. one_auth and the remotes are not evidence: onerun
+    writes them before every bootstrap."""
+    volume = obs.volume
+    found = []
+    if volume.one_key is not None:
+        found.append(str(layout.one_key))
+    if volume.service_auth:
+        found.append(f"service auth files in {layout.dot_one} "
+                     f"({', '.join(sorted(volume.service_auth))})")
+    if volume.ssh_private_key_present:
+        found.append(f"an SSH key in {layout.ssh_dir}")
+    if volume.datastores_with_content:
+        found.append(f"datastores with content in {layout.datastores} "
+                     f"({', '.join(volume.datastores_with_content)})")
+    if settings.db_backend == "mysql" and volume.sqlite_db.exists:
+        found.append(f"an sqlite database {layout.sqlite_db}")
+    return found
+
+
+def _used_volume_refusal(settings: Settings, obs: Observation,
+                         layout: Layout) -> tuple[str, str] | None:
+    """An empty (or user-less) database on a volume a cloud used: a wrong DB_NAME or a lost
+    database must not become a second, empty cloud beside the real one's files."""
+    what = ("empty" if obs.db.state is DbState.EMPTY
+            else "without users (a first start that never finished)")
+    fix = ("check that DB_BACKEND/DB_HOST/DB_NAME name this cloud's database; to start a new, "
+           "empty cloud on this volume on purpose set ONERUN_ACCEPT_EMPTY_DB=1")
+    record = obs.volume.start_record
+    if record is not None:
+        damaged = f"; the record is damaged: {record.unreadable}" if record.unreadable else ""
+        return (f"the database is {what} but this volume already ran a bootstrapped cloud "
+                f"(recorded in {layout.volume_marker}{damaged})", fix)
+    evidence = _previous_use(settings, obs, layout)
+    if evidence and not obs.volume.bootstrap_started:
+        return (f"the database is {what} but another installation used this volume: "
+                f"{'; '.join(evidence)} (onerun never began a bootstrap here: "
+                f"{layout.bootstrap_marker} is absent)", fix)
+    return None
+
+
+def _bootstrap_record(settings: Settings, obs: Observation, layout: Layout) -> list[Action]:
+    """Before a bootstrap, and before anything it leaves (one_key, one_auth, service auth
+    files, the SSH key), record that onerun began it: a later start tells its leftovers
+    from another installation's by this. Once the database is bootstrapped it goes."""
+    if obs.db.state in (DbState.EMPTY, DbState.PARTIAL_USERS):
+        return [WriteFile(
+            layout.bootstrap_marker, bootstrap_record(_database_name(settings, layout)), 0o600,
+            why="onerun hands a first bootstrap to oned: a later start knows its leftovers",
+            only_if_absent=True)]
+    if obs.volume.bootstrap_started:
+        return [RemoveFile(layout.bootstrap_marker, "the bootstrap it recorded is complete")]
+    return []
+
+
+def _database_name(settings: Settings, layout: Layout) -> str:
+    if settings.db_backend == "mysql":
+        return f"{settings.db_name} on {settings.db_host}:{settings.db_port}"
+    return str(layout.sqlite_db)
 
 
 def _decide_start(
@@ -490,6 +565,7 @@ def _decide_start(
     if refused is not None:
         return decision.refuse(*refused)
 
+    decision.actions.extend(_bootstrap_record(settings, obs, layout))
     decision.actions.extend(_fix_owners(settings, obs, layout))
     _one_key(settings, obs, layout, decision)
     if decision.refusal:
@@ -503,7 +579,8 @@ def _decide_start(
                 f"({decision.upgrade.target_version}); onedb cannot upgrade a database "
                 "without users",
                 f"start it once with an image of OpenNebula {decision.upgrade.db_version} so "
-                "oned finishes the bootstrap, or drop the database to start afresh")
+                "oned finishes the bootstrap, or check that DB_BACKEND/DB_HOST/DB_NAME name "
+                "the database meant for this image")
         if decision.refusal:
             return decision
     if state in (DbState.EMPTY, DbState.PARTIAL_USERS):

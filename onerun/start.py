@@ -74,10 +74,12 @@ def print_plan(plan: Plan, layout: Layout, fmt: str) -> None:
     print(f"decision: {verdict}; exit code {plan.exit_code}")
 
 
-def prepare(settings: Settings, layout: Layout, log: Logger) -> Plan:
-    """Observe (waiting for the DB), decide, and assemble the plan; changes nothing."""
+def prepare(settings: Settings, layout: Layout, log: Logger, *, dry_run: bool = False) -> Plan:
+    """Observe (waiting for the DB), decide, and assemble the plan. Changes nothing, except
+    that a real start rolls back an sqlite transaction a crash interrupted, after keeping a
+    copy of the files (onerun/database/sqlite.py)."""
     try:
-        observation = observe(settings, layout, log.info)
+        observation = observe(settings, layout, log.info, dry_run=dry_run)
     except OSError as error:
         if failed_path(error) is None:
             raise
@@ -89,7 +91,7 @@ def prepare(settings: Settings, layout: Layout, log: Logger) -> Plan:
 
 def run_start(settings: Settings, layout: Layout, log: Logger, *, dry_run: bool) -> int:
     """Dry run: print the plan and return its exit code. Otherwise apply and exec supervisord."""
-    plan = prepare(settings, layout, log)
+    plan = prepare(settings, layout, log, dry_run=dry_run)
     if dry_run:
         print_plan(plan, layout, settings.log_format)
         sys.stdout.flush()

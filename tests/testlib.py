@@ -201,3 +201,42 @@ def stop_process_tree(process: subprocess.Popen[Any], timeout: float = 60) -> An
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return process.communicate()[0]
+
+
+# A writer that dies inside a transaction, as oned does when the pod is SIGKILLed mid-write.
+# cache_size=1 makes sqlite spill changed pages into one.db before the commit, so the file
+# on disk holds uncommitted data that only the hot journal can undo.
+_CRASHING_WRITER = '''
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA journal_mode=DELETE")
+db.execute("PRAGMA cache_size=1")
+db.execute("BEGIN")
+db.execute("UPDATE user_pool SET body='<USER><ID>0</ID><NAME>uncommitted</NAME></USER>'"
+           " WHERE oid=0")
+db.execute("DELETE FROM db_versioning")
+db.execute("CREATE TABLE uncommitted (x)")
+db.execute("INSERT INTO uncommitted VALUES (randomblob(300000))")
+print("inside the transaction", flush=True)
+time.sleep(600)
+'''
+
+
+def crash_inside_transaction(db: Path) -> bytes:
+    """SIGKILL a process in the middle of a write transaction on ``db``; return the bytes of
+    the hot ``-journal`` it leaves (sqlite's journal magic first)."""
+    import sys
+
+    writer = subprocess.Popen([sys.executable, "-c", _CRASHING_WRITER, str(db)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None
+        assert writer.stdout.readline().strip() == "inside the transaction"
+    finally:
+        writer.kill()
+        writer.wait()
+        if writer.stdout is not None:
+            writer.stdout.close()
+    journal = db.with_name(db.name + "-journal").read_bytes()
+    assert journal[:8] == bytes.fromhex("d9d505f920a163d7"), "no hot journal was left"
+    return journal

@@ -52,6 +52,8 @@ class DbObservation:
     detail: str
     # user 1's PASSWORD: sha256 hex of the plain secret in the service auth files (reference 1.3)
     serveradmin_password_sha256: str | None = None
+    # what was done to read it (an interrupted sqlite transaction rolled back), for the log
+    recovery: str | None = None
 
 
 @dataclass(frozen=True)

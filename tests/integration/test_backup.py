@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from testlib import DB_FIXTURES, require_shared
+from testlib import DB_FIXTURES, crash_inside_transaction, require_shared
 
 from onerun.backup import (
     BACKUP_NAME,
@@ -118,6 +118,25 @@ def test_sqlite_backup_while_a_writer_holds_the_database(root: Path) -> None:
         writer.execute("ROLLBACK")
     assert backup.name.endswith("-db7.0.0.sqlite")
     assert sqlite_dump(backup) == before
+
+
+def test_sqlite_backup_after_a_crash_inside_a_transaction(root: Path) -> None:
+    """oned killed mid-write leaves a hot journal: the backup (onerun backup, and the one
+    before an upgrade) keeps the crashed files aside, lets sqlite roll back, and copies the
+    committed state."""
+    layout = sqlite_root(root)
+    settings = load_settings({}, root=root)
+    before = sqlite_dump(layout.sqlite_db)
+    journal = crash_inside_transaction(layout.sqlite_db)
+    lines, log = log_lines()
+
+    backup = make_backup(settings, layout, db_version="7.0.0", log=log)
+
+    assert sqlite_dump(backup) == before
+    assert sqlite_dump(layout.sqlite_db) == before
+    kept = [p for p in layout.backups.iterdir() if p.name.startswith("one.db-crash-")]
+    assert len(kept) == 1 and (kept[0] / "one.db-journal").read_bytes() == journal
+    assert any(str(kept[0]) in line and "rolled back" in line for line in lines)
 
 
 def test_pruning_keeps_the_newest_and_never_foreign_files(root: Path) -> None:

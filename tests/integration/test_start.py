@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from testlib import (
     DB_FIXTURES,
+    crash_inside_transaction,
     grant_traverse,
     require_shared,
     restore_modes,
@@ -206,12 +207,81 @@ def test_one_key_missing_with_bootstrapped_db_is_refused(base_root: Path,
     assert_refused_unchanged(scenario, 3, "one_key")
 
 
+@pytest.mark.parametrize("content", ["", "\n", "too-short-a-key\n"])
+def test_empty_or_short_one_key_with_bootstrapped_db_is_refused(
+        base_root: Path, backend: Backend, content: str) -> None:
+    """oned would encrypt with an empty key or read past a short one (reference 1.5)."""
+    scenario = Scenario(base_root)
+    backend.prepare(scenario, "BOOTSTRAPPED")
+    put_dot_one(base_root, dot_one_source(backend), ("one_auth", *SERVICE_AUTH))
+    (base_root / "var/lib/one/.one/one_key").write_text(content)
+    assert_refused_unchanged(scenario, 3, "one_key")
+
+
 def test_empty_db_on_a_volume_that_ran_a_cloud_is_refused(base_root: Path,
                                                           backend: Backend) -> None:
     scenario = Scenario(base_root)
     backend.prepare(scenario, "EMPTY")
     put_dot_one(base_root, dot_one_source(backend), ("one_key", "one_auth", *SERVICE_AUTH))
     record_completed_start(base_root)
+    assert_refused_unchanged(scenario, 3, "ONERUN_ACCEPT_EMPTY_DB")
+
+
+def test_truncated_start_record_with_empty_db_is_refused(base_root: Path,
+                                                         backend: Backend) -> None:
+    """A record cut short (full disk, crash) still says this volume ran a cloud."""
+    scenario = Scenario(base_root)
+    backend.prepare(scenario, "EMPTY")
+    put_dot_one(base_root, dot_one_source(backend), ("one_key", "one_auth", *SERVICE_AUTH))
+    record_completed_start(base_root)
+    marker = base_root / "var/lib/one/.onerun/last-start.json"
+    marker.write_bytes(marker.read_bytes()[:20])
+    assert_refused_unchanged(scenario, 3, "ONERUN_ACCEPT_EMPTY_DB")
+
+
+def another_installations_volume(root: Path, backend: Backend,
+                                 kinds: tuple[str, ...] = ("one_key", "service auth",
+                                                           "ssh key", "datastore")) -> None:
+    """What a volume that ran a cloud under another image holds (no onerun records)."""
+    if "one_key" in kinds:
+        put_dot_one(root, dot_one_source(backend), ("one_key",))
+    if "service auth" in kinds:
+        put_dot_one(root, dot_one_source(backend), SERVICE_AUTH)
+    if "ssh key" in kinds:
+        ssh = root / "var/lib/one/.ssh"
+        ssh.mkdir(parents=True, exist_ok=True)
+        (ssh / "id_rsa").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nstand-in\n")
+    if "datastore" in kinds:
+        image = root / "var/lib/one/datastores/1/5e1f0c2a9b"
+        image.parent.mkdir(parents=True, exist_ok=True)
+        image.write_bytes(b"an image of another installation")
+
+
+def test_empty_db_on_a_volume_another_installation_used_is_refused(
+        base_root: Path, backend: Backend) -> None:
+    """A migrated volume and a mistyped DB_NAME: no auth file goes, no second cloud starts."""
+    scenario = Scenario(base_root)
+    backend.prepare(scenario, "EMPTY")
+    another_installations_volume(base_root, backend)
+    assert_refused_unchanged(scenario, 3, "ONERUN_ACCEPT_EMPTY_DB")
+    scenario.env["ONERUN_ACCEPT_EMPTY_DB"] = "1"
+    dry = scenario.run(dry_run=True)
+    assert dry.returncode == 0 and "decision: proceed" in dry.stdout, dry.stdout + dry.stderr
+
+
+@pytest.mark.parametrize("kind", ["one_key", "service auth", "ssh key", "datastore"])
+def test_each_trace_of_another_installation_counts(base_root: Path, kind: str) -> None:
+    scenario = Scenario(base_root)
+    SqliteBackend().prepare(scenario, "EMPTY")
+    another_installations_volume(base_root, SqliteBackend(), (kind,))
+    assert_refused_unchanged(scenario, 3, "ONERUN_ACCEPT_EMPTY_DB")
+
+
+def test_partial_users_on_a_volume_another_installation_used_is_refused(
+        base_root: Path, backend: Backend) -> None:
+    scenario = Scenario(base_root, {"ONEADMIN_PASSWORD": "New-Admin-Pass-1"})
+    backend.prepare(scenario, "PARTIAL_USERS")
+    another_installations_volume(base_root, backend)
     assert_refused_unchanged(scenario, 3, "ONERUN_ACCEPT_EMPTY_DB")
 
 
@@ -272,29 +342,41 @@ def stop(running: Running) -> str:
     return "".join(running.output)
 
 
-def test_leftover_auth_files_without_a_completed_start_are_removed(
+def oned_died_during_its_bootstrap(root: Path, backend: Backend) -> None:
+    """What oned leaves when it dies bootstrapping: one_key (written before the DB is
+    touched) and the service auth files written so far (reference 1.1, 1.4)."""
+    put_dot_one(root, dot_one_source(backend), ("one_key", "sunstone_auth", "onegate_auth"))
+
+
+def test_interrupted_first_bootstrap_that_onerun_started_is_cleaned_up(
         base_root: Path, backend: Backend,
         start_until_supervisord: Callable[[Scenario], Running]) -> None:
+    """The first start records that it began a bootstrap; after oned died in it, the next
+    start recognises its own leftovers and removes the service auth files oned refuses."""
     scenario = Scenario(base_root)
     backend.prepare(scenario, "EMPTY")
-    put_dot_one(base_root, dot_one_source(backend), ("one_key", "one_auth", *SERVICE_AUTH))
+    stop(start_until_supervisord(scenario))  # the first start; oned "dies" in its bootstrap
+    oned_died_during_its_bootstrap(base_root, backend)
+    one_auth = (base_root / "var/lib/one/.one/one_auth").read_text()
     key_before = (base_root / "var/lib/one/.one/one_key").read_bytes()
     dry = scenario.run(dry_run=True)
-    assert dry.returncode == 0 and "decision: proceed" in dry.stdout
+    assert dry.returncode == 0 and "decision: proceed" in dry.stdout, dry.stdout + dry.stderr
     running = start_until_supervisord(scenario)
     dot_one = base_root / "var/lib/one/.one"
     assert not any((dot_one / name).exists() for name in SERVICE_AUTH)
     assert (dot_one / "one_key").read_bytes() == key_before  # not ours to change
-    assert (dot_one / "one_auth").read_text() == f"oneadmin:{FIXTURE_PASSWORD}\n"  # kept
+    assert (dot_one / "one_auth").read_text() == one_auth  # kept
     output = stop(running)
     assert "removed" in output and "sunstone_auth" in output
 
 
-def test_partial_users_proceeds(base_root: Path, backend: Backend,
-                                start_until_supervisord: Callable[[Scenario], Running]) -> None:
+def test_partial_users_of_onerun_s_own_bootstrap_proceeds(
+        base_root: Path, backend: Backend,
+        start_until_supervisord: Callable[[Scenario], Running]) -> None:
     scenario = Scenario(base_root, {"ONEADMIN_PASSWORD": "New-Admin-Pass-1"})
     backend.prepare(scenario, "PARTIAL_USERS")
-    put_dot_one(base_root, dot_one_source(backend), ("one_key", "onegate_auth"))
+    stop(start_until_supervisord(scenario))  # oned made tables and versions, then died
+    oned_died_during_its_bootstrap(base_root, backend)
     assert scenario.run(dry_run=True).returncode == 0
     start_until_supervisord(scenario)
     dot_one = base_root / "var/lib/one/.one"
@@ -329,6 +411,31 @@ def test_restart_of_a_bootstrapped_volume_converges(
     # Everything that was there is unchanged (one_auth rewritten with the same content).
     assert {path: digest for path, digest in after.items() if path in before} == before
     assert scenario.db_snapshot() == before_db
+
+
+def test_start_after_oned_died_inside_a_transaction(
+        base_root: Path, start_until_supervisord: Callable[[Scenario], Running]) -> None:
+    """sqlite is the default backend: a pod killed while oned wrote must start again, on the
+    committed data, with the crashed files kept; the dry run says so and changes nothing."""
+    scenario = Scenario(base_root, {"ONEADMIN_PASSWORD": FIXTURE_PASSWORD})
+    SqliteBackend().prepare(scenario, "BOOTSTRAPPED")
+    put_dot_one(base_root, dot_one_source(SqliteBackend()), ("one_key", "one_auth",
+                                                              *SERVICE_AUTH))
+    db = scenario.layout.sqlite_db
+    committed = db.read_bytes()
+    crash_inside_transaction(db)
+    before = volume_snapshot(base_root)
+
+    dry = scenario.run(dry_run=True)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "decision: proceed" in dry.stdout and "rolled back" in dry.stdout
+    assert volume_snapshot(base_root) == before
+
+    output = stop(start_until_supervisord(scenario))
+    assert db.read_bytes() == committed
+    assert not db.with_name("one.db-journal").exists()
+    kept = list(scenario.layout.backups.glob("one.db-crash-*/one.db-journal"))
+    assert len(kept) == 1 and str(kept[0].parent) in output
 
 
 # --- the DB wait -------------------------------------------------------------------------

@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from testlib import DB_FIXTURES, require_shared
+from testlib import DB_FIXTURES, crash_inside_transaction, require_shared
 
 from onerun.database import DbState, classify
 from onerun.database.classify import Facts, decide, is_true, parse_user_body
@@ -235,3 +238,76 @@ def test_read_only_fixture_can_be_classified_in_place() -> None:
     before = (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
     assert classify_sqlite(path).state is DbState.BOOTSTRAPPED
     assert (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns) == before
+
+
+# -- a crash inside a transaction (hot journal) -------------------------------------------
+
+
+def _crashed_root(tmp_path: Path) -> tuple[Layout, bytes, bytes]:
+    """A root whose one.db (a copy of the bootstrapped fixture) was left by a writer killed
+    mid-transaction: (layout, the committed file's bytes, the hot journal's bytes)."""
+    _, layout = _root_with(tmp_path, "sqlite-bootstrapped")
+    committed = layout.sqlite_db.read_bytes()
+    journal = crash_inside_transaction(layout.sqlite_db)
+    assert layout.sqlite_db.read_bytes() != committed  # uncommitted pages reached the file
+    return layout, committed, journal
+
+
+def test_hot_journal_is_kept_aside_then_rolled_back(tmp_path: Path) -> None:
+    """The crash of a write leaves a journal only a write can roll back: classification
+    keeps a copy of the files as found, lets sqlite roll back, and sees the committed state."""
+    layout, committed, journal = _crashed_root(tmp_path)
+    crashed_db = layout.sqlite_db.read_bytes()
+
+    observation = classify(SQLITE, layout)
+
+    assert observation.state is DbState.BOOTSTRAPPED
+    assert observation.oneadmin_name == "oneadmin"
+    assert observation.db_version == "7.0.0"
+    assert "rolled back" in observation.detail
+    assert layout.sqlite_db.read_bytes() == committed  # exactly the committed state
+    assert not layout.sqlite_db.with_name("one.db-journal").exists()
+    kept = [path for path in layout.backups.iterdir() if path.name.startswith("one.db-crash-")]
+    assert len(kept) == 1 and str(kept[0]) in observation.detail
+    assert stat.S_IMODE(kept[0].stat().st_mode) == 0o700
+    assert (kept[0] / "one.db").read_bytes() == crashed_db
+    assert (kept[0] / "one.db-journal").read_bytes() == journal
+    for copy in kept[0].iterdir():
+        assert stat.S_IMODE(copy.stat().st_mode) == 0o600
+        db_stat = layout.sqlite_db.stat()
+        assert (copy.stat().st_uid, copy.stat().st_gid) == (db_stat.st_uid, db_stat.st_gid)
+    # A second look finds nothing to recover and keeps no second copy.
+    assert classify(SQLITE, layout).state is DbState.BOOTSTRAPPED
+    assert len(list(layout.backups.iterdir())) == 1
+
+
+def test_dry_run_classifies_a_rolled_back_copy_and_changes_nothing(tmp_path: Path) -> None:
+    layout, _, _ = _crashed_root(tmp_path)
+    before = _snapshot(layout.sqlite_db.parent)
+    observation = classify(SQLITE, layout, dry_run=True)
+    assert observation.state is DbState.BOOTSTRAPPED
+    assert observation.oneadmin_name == "oneadmin"
+    assert "rolled back" in observation.detail
+    assert _snapshot(layout.sqlite_db.parent) == before
+    assert not layout.backups.exists()
+
+
+def test_hot_journal_is_left_alone_while_an_oned_may_run(tmp_path: Path) -> None:
+    """A journal is only hot when no writer is alive: with an oned on the volume onerun
+    touches nothing and says why."""
+    layout, _, _ = _crashed_root(tmp_path)
+    binary = layout.binary("/usr/bin/oned")
+    binary.parent.mkdir(parents=True)
+    binary.write_text("import time\ntime.sleep(30)\n")
+    layout.lock_dir.mkdir(parents=True)
+    layout.lock_file.write_text("")
+    before = _snapshot(layout.sqlite_db.parent)
+    with subprocess.Popen([sys.executable, str(binary)]) as oned:
+        try:
+            with pytest.raises(UnsafeStateError, match="oned may still run") as info:
+                classify(SQLITE, layout)
+        finally:
+            oned.kill()
+    assert str(oned.pid) in str(info.value)
+    assert _snapshot(layout.sqlite_db.parent) == before
+    assert not layout.backups.exists()

@@ -38,19 +38,31 @@ def test_missing_record_is_none(tmp_path: Path) -> None:
 @pytest.mark.parametrize("text", [
     "not json at all",
     "",
+    '{"opennebula_version": "7.0.2", "db_ver',  # truncated by a full disk or a crash
     "[1, 2, 3]",
     '"just a string"',
     '{"opennebula_version": "7.0.2", "recorded_at": "yesterday"}',
     '{"opennebula_version": "7.0.2", "recorded_at": null}',
     '{"opennebula_version": "7.0.2", "recorded_at": [1]}',
 ])
-def test_garbage_record_is_none(tmp_path: Path, text: str) -> None:
+def test_an_unreadable_record_still_counts_as_a_record(tmp_path: Path, text: str) -> None:
+    """Only an absent file means "no completed start": a damaged one says the volume ran one."""
     path = tmp_path / "last-start.json"
     path.write_text(text)
-    assert read_start_record(path) is None
+    record = read_start_record(path)
+    assert record is not None
+    assert record.unreadable is not None and str(path) in record.unreadable
 
 
-def test_undecodable_bytes_are_none(tmp_path: Path) -> None:
+def test_undecodable_bytes_still_count(tmp_path: Path) -> None:
     path = tmp_path / "last-start.json"
     path.write_bytes(b"\xff\xfe\x00garbage")
-    assert read_start_record(path) is None
+    record = read_start_record(path)
+    assert record is not None and record.unreadable is not None
+
+
+def test_a_record_that_cannot_be_opened_still_counts(tmp_path: Path) -> None:
+    path = tmp_path / "last-start.json"
+    path.mkdir()  # EISDIR: any error but "does not exist"
+    record = read_start_record(path)
+    assert record is not None and record.unreadable is not None

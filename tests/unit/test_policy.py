@@ -68,20 +68,24 @@ def db(state: DbState, version: str | None = "7.0.0", sha: str | None = PASSWORD
 def volume(*, one_key: str | None = None, one_auth: str | None = None,
            service_auth: tuple[str, ...] = (), record: str | None = None,
            restore_failed: str | None = None, remotes_stamp: str | None = STAMP_70,
-           serveradmin: str | None = "serveradmin:s3cret\n") -> VolumeFacts:
+           serveradmin: str | None = "serveradmin:s3cret\n",
+           ssh_key: bool = False, began: bool = False,
+           datastores: tuple[str, ...] = ()) -> VolumeFacts:
     return VolumeFacts(
         var_lib_one=OwnedPath(LAYOUT.var_lib_one, 9869, 9869, 0o750),
         sqlite_db=OwnedPath(LAYOUT.sqlite_db, None, None, None),
-        one_key=Secret(one_key) if one_key else None,
+        one_key=Secret(one_key) if one_key is not None else None,
         one_auth_present=one_auth is not None,
         one_auth_password=Secret(one_auth) if one_auth else None,
         service_auth={name: Secret(serveradmin or "") for name in service_auth},
         secret_files=(),
         start_record=StartRecord(record, "7.0.0", 0.0) if record else None,
+        bootstrap_started=began,
+        datastores_with_content=datastores,
         restore_failed=restore_failed,
         remotes_present=True,
         remotes_stamp=remotes_stamp,
-        ssh_private_key_present=True,
+        ssh_private_key_present=ssh_key,
         ssh_config_present=True,
     )
 
@@ -113,9 +117,21 @@ MATRIX = [
     ("PV lost, DB bootstrapped: one_key missing",
      {"ONEADMIN_PASSWORD": PASSWORD}, observation(db(DbState.BOOTSTRAPPED), volume()),
      EXIT_REFUSED, "one_key"),
-    ("leftover auth files, no completed start, DB empty",
+    ("another installation's one_key and auth files, no record, DB empty",
      {}, observation(db(DbState.EMPTY), volume(one_key=KEY, one_auth="x", service_auth=ALL_70)),
+     EXIT_REFUSED, "ONERUN_ACCEPT_EMPTY_DB"),
+    ("another installation's one_key alone, DB empty",
+     {}, observation(db(DbState.EMPTY), volume(one_key=KEY)),
+     EXIT_REFUSED, "one_key"),
+    ("another installation's SSH key, DB empty",
+     {}, observation(db(DbState.EMPTY), volume(ssh_key=True)),
+     EXIT_REFUSED, "SSH"),
+    ("another installation's files, DB empty, operator accepts",
+     {"ONERUN_ACCEPT_EMPTY_DB": "1"},
+     observation(db(DbState.EMPTY), volume(one_key=KEY, service_auth=ALL_70, ssh_key=True)),
      EXIT_OK, None),
+    ("one_auth alone (onerun writes it before a bootstrap), DB empty",
+     {}, observation(db(DbState.EMPTY), volume(one_auth="x")), EXIT_OK, None),
     ("completed start recorded, DB empty",
      {}, observation(db(DbState.EMPTY), volume(one_key=KEY, one_auth="x", record="7.0.2")),
      EXIT_REFUSED, "ONERUN_ACCEPT_EMPTY_DB"),
@@ -126,11 +142,24 @@ MATRIX = [
     ("one_key missing, DB bootstrapped",
      {}, observation(db(DbState.BOOTSTRAPPED), volume(one_auth=PASSWORD, service_auth=ALL_70)),
      EXIT_REFUSED, "one_key"),
+    ("one_key on the volume empty, DB bootstrapped",
+     {}, observation(db(DbState.BOOTSTRAPPED), volume(one_key="", one_auth=PASSWORD,
+                                                      service_auth=ALL_70)),
+     EXIT_REFUSED, "one_key"),
+    ("one_key on the volume shorter than 32 characters, DB bootstrapped",
+     {}, observation(db(DbState.BOOTSTRAPPED), volume(one_key="k" * 31, one_auth=PASSWORD,
+                                                      service_auth=ALL_70)),
+     EXIT_REFUSED, "32"),
     ("partial tables", {}, observation(db(DbState.PARTIAL_TABLES), volume(one_key=KEY)),
      EXIT_REFUSED, "restore a backup"),
-    ("partial users", {}, observation(db(DbState.PARTIAL_USERS), volume(one_key=KEY,
-                                                                        service_auth=ALL_70)),
-     EXIT_OK, None),
+    ("partial users with another installation's files",
+     {}, observation(db(DbState.PARTIAL_USERS), volume(one_key=KEY, service_auth=ALL_70)),
+     EXIT_REFUSED, "ONERUN_ACCEPT_EMPTY_DB"),
+    ("partial users on a volume that ran a cloud",
+     {}, observation(db(DbState.PARTIAL_USERS), volume(record="7.0.2")),
+     EXIT_REFUSED, "ONERUN_ACCEPT_EMPTY_DB"),
+    ("partial users, nothing on the volume", {},
+     observation(db(DbState.PARTIAL_USERS), volume()), EXIT_OK, None),
     ("wrong ONEADMIN_PASSWORD, DB bootstrapped",
      {"ONEADMIN_PASSWORD": "not-the-password"},
      observation(db(DbState.BOOTSTRAPPED), volume(one_key=KEY, one_auth=PASSWORD,
@@ -262,8 +291,8 @@ def test_generated_password_uses_the_allowed_alphabet() -> None:
 
 def test_bootstrap_removes_only_leftover_service_auth_files() -> None:
     obs = observation(db(DbState.EMPTY),
-                      volume(one_key=KEY, one_auth="x", service_auth=("sunstone_auth",
-                                                                      "onegate_auth")))
+                      volume(one_key=KEY, one_auth="x", began=True,
+                             service_auth=("sunstone_auth", "onegate_auth")))
     decision = decide(settings(), obs, LAYOUT)
     assert _removes(decision) >= {LAYOUT.service_auth("sunstone_auth"),
                                   LAYOUT.service_auth("onegate_auth")}
@@ -428,8 +457,8 @@ def test_one_auth_not_matching_the_db_without_a_password_is_refused() -> None:
 
 def test_partial_users_of_another_version_is_refused() -> None:
     image = ImageVersions(Version.parse("7.4.0"), Version.parse("7.4.0"), Version.parse("7.4.0"))
-    obs = observation(db(DbState.PARTIAL_USERS, version="7.0.0"), volume(one_key=KEY),
-                      image=image)
+    obs = observation(db(DbState.PARTIAL_USERS, version="7.0.0"),
+                      volume(one_key=KEY, began=True), image=image)
     decision = decide(settings(), obs, LAYOUT)
     assert decision.refusal is not None and "7.0.0" in decision.refusal.fix
 
@@ -510,3 +539,75 @@ def test_maintenance_with_an_unreadable_db_or_volume_still_comes_up() -> None:
     kept = decide(settings(ONERUN_MAINTENANCE="1"), locked, LAYOUT).actions
     dirs = [a.path for a in kept if isinstance(a, EnsureDirectory)]
     assert dirs and not any(path.is_relative_to(LAYOUT.var_lib_one) for path in dirs)
+
+
+def test_an_empty_one_key_is_no_key() -> None:
+    """An empty file holds nothing: with ONE_KEY it is written, without, on a database that
+    encrypted nothing yet, it goes so oned writes a key (it would use the empty one)."""
+    empty = observation(db(DbState.EMPTY), volume(one_key="", began=True))
+    given = decide(settings(ONE_KEY=KEY), empty, LAYOUT)
+    assert given.refusal is None
+    assert _writes(given)[LAYOUT.one_key].content == f"{KEY}\n".encode()
+    fresh = decide(settings(), empty, LAYOUT)
+    assert fresh.refusal is None and LAYOUT.one_key in _removes(fresh)
+    short = decide(settings(ONE_KEY=KEY), observation(db(DbState.EMPTY),
+                                                      volume(one_key="short", began=True)),
+                   LAYOUT)
+    assert short.refusal is not None and LAYOUT.one_key not in _writes(short)
+
+
+# -- the empty-database guard: whose leftovers are these? ----------------------------------
+
+
+def test_an_interrupted_bootstrap_onerun_began_is_cleaned_up() -> None:
+    obs = observation(db(DbState.EMPTY), volume(one_key=KEY, one_auth="x", began=True,
+                                                service_auth=ALL_70, ssh_key=True))
+    decision = decide(settings(), obs, LAYOUT)
+    assert decision.refusal is None
+    assert {LAYOUT.service_auth(name) for name in ALL_70} <= _removes(decision)
+    assert LAYOUT.one_key not in _removes(decision)
+
+
+def test_a_bootstrap_is_recorded_before_anything_it_leaves() -> None:
+    decision = decide(settings(ONE_KEY=KEY), observation(db(DbState.EMPTY), volume()), LAYOUT)
+    paths = [a.path for a in decision.actions if isinstance(a, WriteFile | RemoveFile)]
+    marker = _writes(decision)[LAYOUT.bootstrap_marker]
+    assert paths.index(LAYOUT.bootstrap_marker) < paths.index(LAYOUT.one_key)
+    assert paths.index(LAYOUT.bootstrap_marker) < paths.index(LAYOUT.one_auth)
+    assert marker.only_if_absent and marker.mode == 0o600
+    assert str(LAYOUT.sqlite_db).encode() in marker.content
+
+
+def test_the_bootstrap_record_goes_once_the_database_is_bootstrapped() -> None:
+    obs = observation(db(DbState.BOOTSTRAPPED), volume(one_key=KEY, one_auth=PASSWORD,
+                                                       service_auth=ALL_70, began=True))
+    decision = decide(settings(), obs, LAYOUT)
+    assert decision.refusal is None and LAYOUT.bootstrap_marker in _removes(decision)
+    assert LAYOUT.bootstrap_marker not in _writes(decision)
+
+
+@pytest.mark.parametrize(("evidence", "needle"), [
+    ({"datastores": ("1", "100")}, "datastores with content"),
+    ({"service_auth": ("onegate_auth",)}, "onegate_auth"),
+])
+def test_other_traces_of_a_cloud_count(evidence: dict[str, Any], needle: str) -> None:
+    decision = decide(settings(), observation(db(DbState.EMPTY), volume(**evidence)), LAYOUT)
+    assert decision.refusal is not None
+    assert needle in decision.refusal.reason
+    assert "ONERUN_ACCEPT_EMPTY_DB=1" in decision.refusal.fix
+
+
+def test_a_damaged_start_record_counts_and_says_so() -> None:
+    vol = dataclasses.replace(volume(), start_record=StartRecord(
+        None, None, 0.0, unreadable="last-start.json is unreadable (truncated)"))
+    decision = decide(settings(), observation(db(DbState.EMPTY), vol), LAYOUT)
+    assert decision.refusal is not None and "truncated" in decision.refusal.reason
+    assert decide(settings(ONERUN_ACCEPT_EMPTY_DB="1"),
+                  observation(db(DbState.EMPTY), vol), LAYOUT).refusal is None
+
+
+def test_an_sqlite_database_on_the_volume_counts_for_mariadb() -> None:
+    vol = dataclasses.replace(volume(), sqlite_db=OwnedPath(LAYOUT.sqlite_db, 9869, 9869, 0o600))
+    mysql = {"DB_BACKEND": "mysql", "DB_HOST": "db", "DB_PASSWORD": "Db-Pass-1"}
+    decision = decide(settings(**mysql), observation(db(DbState.EMPTY), vol), LAYOUT)
+    assert decision.refusal is not None and "one.db" in decision.refusal.reason
