@@ -1,5 +1,6 @@
-"""Boot test logic for tests/boot: start the image, wait for ``onerun probe readiness``,
-talk to oned through the container, all without a network path from the test host.
+"""What the container tier (tests/containers) needs from a running image: wait for a command
+such as ``onerun probe readiness``, talk to oned through the container, all without a
+network path from the test host; and which images the release workflow hands it.
 
 Only ``docker exec`` is used to look inside (``exec_run``), so the same code works on a
 laptop and on a CI runner whose containers are not reachable from the host network.
@@ -18,8 +19,6 @@ from typing import Any, Protocol
 
 DEFAULT_IMAGE = "onerun/opennebula:test"
 READY_TIMEOUT = 900.0  # first bootstrap or a schema upgrade on a slow shared runner
-MARIADB_IMAGE = "docker.io/library/mariadb:11.4"
-MARIADB_ALIAS = "mariadb"
 
 # Runs inside the image with onerun's own interpreter: one XML-RPC call, JSON on stdout.
 _API_SCRIPT = """
@@ -92,35 +91,6 @@ def docker_unavailable_reason() -> str | None:
     return None
 
 
-def frontend_env(password: str, **extra: str) -> dict[str, str]:
-    """Environment for the image: the oneadmin password and the backend settings."""
-    env = {"ONEADMIN_PASSWORD": password, "ONERUN_LOG_FORMAT": "text"}
-    env.update(extra)
-    return env
-
-
-def mariadb_env(root_password: str, db_password: str) -> dict[str, str]:
-    """The official mariadb image's variables for OpenNebula's database and user."""
-    return {
-        "MARIADB_ROOT_PASSWORD": root_password,
-        "MARIADB_DATABASE": "opennebula",
-        "MARIADB_USER": "oneadmin",
-        "MARIADB_PASSWORD": db_password,
-    }
-
-
-def mysql_frontend_env(password: str, db_password: str) -> dict[str, str]:
-    return frontend_env(
-        password,
-        DB_BACKEND="mysql",
-        DB_HOST=MARIADB_ALIAS,
-        DB_PORT="3306",
-        DB_USER="oneadmin",
-        DB_NAME="opennebula",
-        DB_PASSWORD=db_password,
-    )
-
-
 def _tail(container: Container, lines: int = 80) -> str:
     try:
         return container.logs(tail=lines).decode("utf-8", "replace")
@@ -160,12 +130,6 @@ def wait_ready(container: Container, timeout: float = READY_TIMEOUT, **kwargs: A
     return wait_until(container, ["onerun", "probe", "readiness"], timeout, "readiness", **kwargs)
 
 
-def wait_mariadb(container: Container, timeout: float = 180.0, **kwargs: Any) -> float:
-    """Wait for the official image's own health check (InnoDB initialised, accepting)."""
-    command = ["healthcheck.sh", "--connect", "--innodb_initialized"]
-    return wait_until(container, command, timeout, "MariaDB", **kwargs)
-
-
 def api_call(container: Container, user: str, password: str, method: str, *args: Any) -> Any:
     """Call oned's XML-RPC API from inside the container as ``user``; the session travels
     in the exec environment. Returns the value; raises BootTestError on an API error."""
@@ -181,19 +145,3 @@ def api_call(container: Container, user: str, password: str, method: str, *args:
     if not answer["ok"]:
         raise BootTestError(f"{method} failed: {answer['error']}")
     return answer["value"]
-
-
-def create_marker_template(container: Container, password: str, name: str) -> int:
-    """A VM template to prove data survives restarts and upgrades."""
-    template = f'NAME = "{name}"\nCPU = 0.1\nMEMORY = 64\n'
-    value = api_call(container, "oneadmin", password, "one.template.allocate", template)
-    return int(value)
-
-
-def template_name(container: Container, password: str, template_id: int) -> str:
-    """The NAME of a VM template, read back through the API."""
-    xml = str(api_call(container, "oneadmin", password, "one.template.info", template_id))
-    start, end = xml.find("<NAME>"), xml.find("</NAME>")
-    if start < 0 or end < 0:
-        raise BootTestError(f"template {template_id}: no NAME in {xml[:200]}")
-    return xml[start + len("<NAME>") : end]

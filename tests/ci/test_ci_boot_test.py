@@ -84,12 +84,6 @@ def test_api_error_and_garbage_raise() -> None:
         boot_test.api_call(box, "oneadmin", "pw", "one.user.info", 0)
 
 
-def test_template_name_reads_the_xml() -> None:
-    xml = "<VMTEMPLATE><ID>3</ID><NAME>boot-restart</NAME><TEMPLATE/></VMTEMPLATE>"
-    box = StandInContainer([Result(0, json.dumps({"ok": True, "value": xml}).encode())])
-    assert boot_test.template_name(box, "pw", 3) == "boot-restart"
-
-
 def test_images_from_env() -> None:
     assert boot_test.Images.from_env({}) == boot_test.Images(boot_test.DEFAULT_IMAGE, None)
     env = {"BOOT_IMAGE": "ghcr.io/x/opennebula:7.4.1", "BOOT_PREVIOUS_IMAGE": "ghcr.io/x/o:7.4.0"}

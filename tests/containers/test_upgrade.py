@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 import tier
-from conftest import TierImages
+from conftest import REQUIRE, TierImages
+
+from ci import boot_test
 
 READY = 600.0  # a schema upgrade on a loaded 2-core machine
 PASSPHRASE = "upgrade-me-unchanged"  # an encrypted USER attribute (oned.conf USER_ENCRYPTED_ATTR)
@@ -23,8 +25,12 @@ KVMRC_LINE = "# an operator setting kept across upgrades"
 
 @pytest.fixture
 def releases(images: TierImages) -> tuple[str, str]:
+    """(previous, current): only a declared first release may go without a previous one."""
     if images.previous is None:
-        pytest.skip("BOOT_FIRST_RELEASE=1: no released image to upgrade from")
+        reason = boot_test.Images.from_env().why_no_upgrade_test(REQUIRE)
+        if reason is None:
+            pytest.fail("BOOT_PREVIOUS_IMAGE is not set: no released image to upgrade from")
+        pytest.skip(reason)
     return images.previous, images.current
 
 
