@@ -77,9 +77,7 @@ def run(engine: tier.Engine, images: Any, backend: str, users: int, templates: i
     else:
         front, db = tier.chart_install({}, DB_HOST="127.0.0.1")
         assert db is not None
-        database = engine.start(tier.mariadb_container(
-            engine, images.mariadb, pod, db, engine.volume(owner="0:0", mode="0755")))
-        tier.wait_until(database, ["mariadb-admin", "--no-defaults", "ping"], 120, "MariaDB")
+        tier.start_mariadb(engine, images.mariadb, pod, db)
     volume = engine.volume()
     box = engine.start(tier.frontend_container(engine, old, pod, front, volume))
     tier.wait_ready(box, 600)

@@ -24,15 +24,6 @@ def start_frontend(engine: tier.Engine, image: str, pod: tier.Pod, front: tier.F
     return engine.start(tier.frontend_container(engine, image, pod, front, volume))
 
 
-def start_mariadb(engine: tier.Engine, images: TierImages, pod: tier.Pod,
-                  db: tier.Database) -> Any:
-    """The chart's bundled MariaDB in ``pod``, accepting connections."""
-    box = engine.start(tier.mariadb_container(engine, images.mariadb, pod, db,
-                                              engine.volume(owner="0:0", mode="0755")))
-    tier.wait_until(box, ["mariadb-admin", "--no-defaults", "ping"], 120, "MariaDB")
-    return box
-
-
 def mariadb_install(**env: str) -> tuple[tier.Frontend, tier.Database]:
     """The default install (bundled MariaDB); the pod's loopback stands in for its Service."""
     front, db = tier.chart_install({}, DB_HOST="127.0.0.1", **env)
@@ -98,7 +89,7 @@ def test_mariadb_first_install_keeps_the_password_out_of_logs_and_environments(
 ) -> None:
     front, database = mariadb_install()
     db_password = database.password
-    db = start_mariadb(engine, images, pod, database)
+    db = tier.start_mariadb(engine, images.mariadb, pod, database)
     box = start_frontend(engine, images.current, pod, front, engine.volume())
     tier.wait_ready(box, READY)
     assert "<NAME>oneadmin</NAME>" in str(tier.api(box, front.password, "one.user.info", 0))
@@ -121,7 +112,7 @@ def test_mariadb_started_late_is_waited_for(
     time.sleep(20)
     box.reload()
     assert box.status == "running", tier.logs(box)[-3000:]
-    start_mariadb(engine, images, pod, database)
+    tier.start_mariadb(engine, images.mariadb, pod, database)
     tier.wait_ready(box, READY)
     box.reload()
     assert box.status == "running" and box.attrs["RestartCount"] == 0

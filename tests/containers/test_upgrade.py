@@ -98,14 +98,12 @@ def test_sqlite_upgrade_keeps_everything_and_a_downgrade_is_refused(
     old, new = releases
     front = tier.chart_frontend({"database": {"type": "sqlite"}})
     volume = engine.volume()
-    box = engine.start(tier.frontend_container(engine, old, pod, front, volume))
-    tier.wait_ready(box, READY)
+    box = tier.start_ready(engine, old, pod, front, volume, timeout=READY)
     ids = populate(box, front.password)
     edit_kvmrc(box)
     stop(box)
 
-    box = engine.start(tier.frontend_container(engine, new, pod, front, volume))
-    tier.wait_ready(box, READY)
+    box = tier.start_ready(engine, new, pod, front, volume, timeout=READY)
     text = tier.logs(box)
     assert f"upgraded the database to {images.current_version}" in text, text[-3000:]
     assert_everything_is_there(box, front.password, ids)
@@ -129,17 +127,13 @@ def test_mariadb_upgrade_keeps_everything_and_a_downgrade_is_refused(
     old, new = releases
     front, database = tier.chart_install({}, DB_HOST="127.0.0.1")
     assert database is not None
-    db = engine.start(tier.mariadb_container(engine, images.mariadb, pod, database,
-                                             engine.volume(owner="0:0", mode="0755")))
-    tier.wait_until(db, ["mariadb-admin", "--no-defaults", "ping"], 120, "MariaDB")
+    db = tier.start_mariadb(engine, images.mariadb, pod, database)
     volume = engine.volume()
-    box = engine.start(tier.frontend_container(engine, old, pod, front, volume))
-    tier.wait_ready(box, READY)
+    box = tier.start_ready(engine, old, pod, front, volume, timeout=READY)
     ids = populate(box, front.password)
     stop(box)
 
-    box = engine.start(tier.frontend_container(engine, new, pod, front, volume))
-    tier.wait_ready(box, READY)
+    box = tier.start_ready(engine, new, pod, front, volume, timeout=READY)
     assert f"upgraded the database to {images.current_version}" in tier.logs(box)
     assert_everything_is_there(box, front.password, ids)
     assert database.password not in tier.logs(box)
@@ -159,12 +153,9 @@ def test_a_failing_migrator_is_restored_and_refused_again_without_losing_backups
     # Keep only one automatic backup: a failure path must prune nothing, manual backups least.
     front, database = tier.chart_install({}, DB_HOST="127.0.0.1", ONERUN_BACKUP_KEEP="1")
     assert database is not None
-    db = engine.start(tier.mariadb_container(engine, images.mariadb, pod, database,
-                                             engine.volume(owner="0:0", mode="0755")))
-    tier.wait_until(db, ["mariadb-admin", "--no-defaults", "ping"], 120, "MariaDB")
+    db = tier.start_mariadb(engine, images.mariadb, pod, database)
     volume = engine.volume()
-    box = engine.start(tier.frontend_container(engine, old, pod, front, volume))
-    tier.wait_ready(box, READY)
+    box = tier.start_ready(engine, old, pod, front, volume, timeout=READY)
     stop(box)
     manual = tier.frontend_container(engine, old, pod, front, volume,
                                      entrypoint=["onerun", "backup"])
@@ -202,8 +193,7 @@ def test_sigterm_during_onedb_upgrade_leaves_a_database_the_next_start_upgrades(
     old, new = releases
     front = tier.chart_frontend({"database": {"type": "sqlite"}})
     volume = engine.volume()
-    box = engine.start(tier.frontend_container(engine, old, pod, front, volume))
-    tier.wait_ready(box, READY)
+    box = tier.start_ready(engine, old, pod, front, volume, timeout=READY)
     stop(box)
     # Quota rows of many users make the 7.0 -> 7.2 migrator (user_quotas, feature_951) take
     # seconds: long enough to be stopped in the middle.
@@ -220,8 +210,7 @@ def test_sigterm_during_onedb_upgrade_leaves_a_database_the_next_start_upgrades(
     assert "restored from" in last or "finished within" in last, last  # says which
     assert "restore-failed" not in text
 
-    box = engine.start(tier.frontend_container(engine, new, pod, front, volume))
-    tier.wait_ready(box, READY)
+    box = tier.start_ready(engine, new, pod, front, volume, timeout=READY)
     assert "<NAME>oneadmin</NAME>" in str(tier.api(box, front.password, "one.user.info", 0))
     plan = box.exec_run(["onerun", "start", "--dry-run"]).output.decode()
     assert f"matches the image ({images.current_version})" in plan, plan

@@ -264,6 +264,22 @@ def mariadb_container(engine: Engine, image: str, pod: Pod, db: Database,
     return container
 
 
+def start_mariadb(engine: Engine, image: str, pod: Pod, db: Database) -> Any:
+    """The chart's bundled MariaDB in ``pod`` on a fresh volume, accepting connections."""
+    box = engine.start(mariadb_container(engine, image, pod, db,
+                                         engine.volume(owner="0:0", mode="0755")))
+    wait_until(box, ["mariadb-admin", "--no-defaults", "ping"], 120, "MariaDB")
+    return box
+
+
+def start_ready(engine: Engine, image: str, pod: Pod, front: Frontend, volume: str, *,
+                timeout: float) -> Any:
+    """The front-end on ``volume``, once ``onerun probe readiness`` passes."""
+    box = engine.start(frontend_container(engine, image, pod, front, volume))
+    wait_ready(box, timeout)
+    return box
+
+
 # --- what a user sees ------------------------------------------------------------------------
 
 def logs(container: Any) -> str:
