@@ -325,14 +325,17 @@ def observe_database(settings: Settings, layout: Layout, log: Callable[[str], No
     """Wait for the DB and classify it. An unreachable or unreadable DB ends the start
     (exit 4, 2 or 3), except in maintenance mode, where it is reported as UNREADABLE so an
     operator can still get in and restore it."""
+    # ONE_KEY for a volume without a key: the policy must be able to try it (policy._one_key)
+    on_volume = _read_first_token(layout.one_key)
+    encrypted = settings.one_key is not None and (on_volume is None or not on_volume.reveal())
     if not settings.maintenance:
         wait_for_database(settings, layout, log)
-        return _logged(classify(settings, layout, dry_run=dry_run), log)
+        return _logged(classify(settings, layout, dry_run=dry_run, encrypted=encrypted), log)
     quick = dataclasses.replace(
         settings, db_wait_timeout=min(settings.db_wait_timeout, MAINTENANCE_DB_WAIT))
     try:
         wait_for_database(quick, layout, log)
-        return _logged(classify(quick, layout, dry_run=dry_run), log)
+        return _logged(classify(quick, layout, dry_run=dry_run, encrypted=encrypted), log)
     except (DependencyUnavailable, SettingsError, UnsafeStateError) as exc:
         return DbObservation(
             state=DbState.UNREADABLE, db_version=None, local_db_version=None,

@@ -17,6 +17,7 @@ from onerun.database import DbState
 from onerun.layout import SERVICE_AUTH_FILES, Layout
 from onerun.marker import bootstrap_record
 from onerun.observe import Observation
+from onerun.onekey import prove_key
 from onerun.plan import (
     Action,
     Check,
@@ -60,6 +61,7 @@ class Decision:
     upgrade: Upgrade | None = None
     heal_service_auth: bool = False
     record_start: tuple[str | None, str | None] | None = None
+    record_key_fingerprint: bool = False  # post-start records it in oneadmin's template
 
     def refuse(self, reason: str, fix: str) -> Decision:
         self.refusal = Refusal(reason, fix)
@@ -153,17 +155,22 @@ def _one_key(settings: Settings, obs: Observation, layout: Layout, decision: Dec
             f"{ONE_KEY_MIN_LENGTH} characters) into {layout.one_key}")
         return
     present = found if found is not None and found.reveal() else None
+    bootstrapped = obs.db.state is DbState.BOOTSTRAPPED
     if given is not None and present is not None and present != given:
         decision.refuse(
             f"{layout.one_key} differs from ONE_KEY",
             "one_key encrypts secrets in the database; set ONE_KEY to the key on the volume, "
             "or remove the file only if you know the database was encrypted with ONE_KEY",
         )
+    elif present is not None and bootstrapped:
+        _volume_key_belongs(present, obs, layout, decision)
     elif given is not None and present is None:
+        if bootstrapped and not _given_key_belongs(settings, given, obs, layout, decision):
+            return
         decision.actions.append(WriteFile(
             layout.one_key, f"{given.reveal()}\n".encode(), 0o600,
             why="one_key from ONE_KEY", sensitive=True))
-    elif present is None and obs.db.state is DbState.BOOTSTRAPPED:
+    elif present is None and bootstrapped:
         decision.refuse(
             f"{layout.one_key} is {'empty' if found is not None else 'missing'} but the "
             "database is bootstrapped",
@@ -174,6 +181,49 @@ def _one_key(settings: Settings, obs: Observation, layout: Layout, decision: Dec
         decision.actions.append(RemoveFile(
             layout.one_key, "empty: oned would encrypt with an empty key; without it oned "
                             "writes a new one"))
+
+
+def _volume_key_belongs(key: Secret, obs: Observation, layout: Layout,
+                        decision: Decision) -> None:
+    """The volume's own key against the fingerprint recorded in the database, when there is
+    one: a volume and a database of two different clouds must not start together. (No trial
+    decryption here: this key is the one oned already uses, not a new one.)"""
+    if obs.db.one_key_fingerprint is None:
+        return
+    proof = prove_key(key.reveal(), obs.db.one_key_fingerprint, ())
+    if proof.belongs is False:
+        decision.refuse(
+            f"{layout.one_key} does not belong to this database: {proof.how}",
+            "check that DB_BACKEND/DB_HOST/DB_NAME name this volume's database, or put this "
+            f"database's key into {layout.one_key}")
+
+
+def _given_key_belongs(settings: Settings, given: Secret, obs: Observation, layout: Layout,
+                       decision: Decision) -> bool:
+    """ONE_KEY for a volume without a key, beside a bootstrapped database: written only when
+    the database proves it (recorded fingerprint, or it decrypts an encrypted attribute), or,
+    when nothing can tell, with ONERUN_TRUST_ONE_KEY=1. A disproved key is always refused:
+    oned would encrypt with it for good (reference 1.5)."""
+    proof = prove_key(given.reveal(), obs.db.one_key_fingerprint, obs.db.encrypted_values)
+    if proof.belongs is False:
+        decision.refuse(
+            f"ONE_KEY does not belong to this database: {proof.how}",
+            "set ONE_KEY (or ONE_KEY_FILE) to the key this database was encrypted with (the "
+            "one_key of its first volume), or check that DB_BACKEND/DB_HOST/DB_NAME name "
+            "the right database; nothing was written")
+        return False
+    if proof.belongs is None and not settings.trust_one_key:
+        decision.refuse(
+            f"{layout.one_key} is missing and nothing proves that ONE_KEY belongs to this "
+            f"bootstrapped database: {proof.how}",
+            "a wrong key makes oned encrypt new secrets with it for good: if ONE_KEY is this "
+            "database's key (the one_key of its first volume), set ONERUN_TRUST_ONE_KEY=1 for "
+            "this start; otherwise set ONE_KEY to that key")
+        return False
+    how = proof.how if proof.belongs else f"trusted with ONERUN_TRUST_ONE_KEY=1 ({proof.how})"
+    decision.actions.append(Check("one_key", "ok" if proof.belongs else "note",
+                                  f"ONE_KEY belongs to the database: {how}"))
+    return True
 
 
 def _bootstrapped_auth(settings: Settings, obs: Observation, layout: Layout,
@@ -391,6 +441,7 @@ def _for_maintenance(decision: Decision, obs: Observation, layout: Layout) -> De
         decision.upgrade = None
     decision.heal_service_auth = False
     decision.record_start = None
+    decision.record_key_fingerprint = False
     return decision
 
 
@@ -594,6 +645,9 @@ def _decide_start(
             return decision
     _runtime_files(settings, obs, layout, decision)
     if decision.refusal is None:
+        # A federation slave shares its master's users: the master records it there.
+        decision.record_key_fingerprint = (obs.db.one_key_fingerprint is None
+                                           and not obs.db.is_slave)
         decision.record_start = (
             _text(obs.image.versions.release),
             decision.upgrade.target_version if decision.upgrade

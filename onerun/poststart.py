@@ -6,7 +6,9 @@ services whose auth file oned writes during its bootstrap.
 
 ``post-start`` is the one-shot that finishes a start: it heals lost service auth files
 (a new serveradmin secret: oned stores sha256(secret), the files hold the secret,
-reference 1.3) and then records the completed start on the volume.
+reference 1.3), records a fingerprint of one_key in oneadmin's template (in the database,
+so that a later start can prove a ONE_KEY even after the volume is lost; onerun/onekey.py),
+and then records the completed start on the volume.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import click
 
 from onerun.cliopts import root_option
+from onerun.database.classify import values_at
 from onerun.fsutil import atomic_write
 from onerun.layout import Layout
 from onerun.log import Logger
@@ -92,6 +95,44 @@ def heal_service_auth_files(client: OneClient, layout: Layout, log: Logger,
     log.info(f"serveradmin has a new secret; wrote {', '.join(names)}")
 
 
+ONEADMIN_ID = 0
+TEMPLATE_MERGE = 1  # one.user.update: merge into the template instead of replacing it
+
+
+def _record_key_fingerprint(client: OneClient, layout: Layout, log: Logger) -> None:
+    """Put the fingerprint of the volume's one_key into oneadmin's template, once.
+
+    A fingerprint already there is never changed: the start checked it against this key
+    (policy), so a different one means the database changed since, which the next start
+    must see. Only the fingerprint travels; the key is read here and never sent or logged.
+    """
+    from onerun.onekey import FINGERPRINT_ATTRIBUTE, KEY_BYTES, fingerprint
+
+    try:
+        tokens = layout.one_key.read_text(encoding="utf-8").split()
+    except OSError as error:
+        log.warning(f"one_key's fingerprint not recorded: {layout.one_key}: {error.strerror}")
+        return
+    if not tokens or len(tokens[0].encode()) < KEY_BYTES:
+        log.warning(f"one_key's fingerprint not recorded: {layout.one_key} holds no full key")
+        return
+    wanted = fingerprint(tokens[0])
+    try:
+        body = client.call("one.user.info", ONEADMIN_ID, False)
+        recorded = values_at(str(body), (f"TEMPLATE/{FINGERPRINT_ATTRIBUTE}",))
+        if recorded:
+            if recorded[0] != wanted:
+                log.warning(f"oneadmin's {FINGERPRINT_ATTRIBUTE} does not match "
+                            f"{layout.one_key}: left as it is; the next start refuses this key")
+            return
+        client.call("one.user.update", ONEADMIN_ID, f'{FINGERPRINT_ATTRIBUTE}="{wanted}"',
+                    TEMPLATE_MERGE)
+    except OneApiError as error:  # not worth stopping a running cloud: the next start retries
+        log.warning(f"one_key's fingerprint not recorded ({error}); the next start tries again")
+        return
+    log.info(f"recorded one_key's fingerprint in oneadmin's template ({FINGERPRINT_ATTRIBUTE})")
+
+
 @click.command("wait-oned", context_settings={"ignore_unknown_options": True})
 @click.option("--file", "files", multiple=True, type=click.Path(), metavar="PATH",
               help="Also wait until this file exists and is not empty (repeatable).")
@@ -110,17 +151,22 @@ def wait_oned_command(files: tuple[str, ...], root: str | None,
 @click.command("post-start")
 @click.option("--heal-service-auth", is_flag=True,
               help="Give serveradmin a new secret and write every service auth file.")
+@click.option("--record-key-fingerprint", is_flag=True,
+              help="Record one_key's fingerprint in oneadmin's template.")
 @click.option("--record-start", nargs=2, default=None, metavar="RELEASE DB_VERSION",
               help="Record the completed start on the volume (empty string: unknown).")
 @root_option
-def post_start_command(heal_service_auth: bool, record_start: tuple[str, str] | None,
-                       root: str | None) -> None:
-    """Once oned answers: heal service auth files, record the start on the volume."""
+def post_start_command(heal_service_auth: bool, record_key_fingerprint: bool,
+                       record_start: tuple[str, str] | None, root: str | None) -> None:
+    """Once oned answers: heal service auth files, record one_key's fingerprint, record the
+    start on the volume."""
     layout = Layout.from_env(root)
     log = Logger(os.environ.get("ONERUN_LOG_FORMAT", "text"))
     client = wait_for_oned(layout, log)
     if heal_service_auth:
         heal_service_auth_files(client, layout, log)
+    if record_key_fingerprint:
+        _record_key_fingerprint(client, layout, log)
     if record_start is not None:
         release, db_version = (value or None for value in record_start)
         account = layout.oneadmin

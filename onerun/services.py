@@ -245,10 +245,13 @@ def _service_program(settings: Settings, layout: Layout, name: str, agent: bool)
 
 
 def _post_start_program(settings: Settings, layout: Layout, heal_service_auth: bool,
-                        record_start: tuple[str | None, str | None] | None) -> Program:
+                        record_start: tuple[str | None, str | None] | None,
+                        record_key_fingerprint: bool) -> Program:
     argv = [*onerun_argv(), "post-start"]
     if heal_service_auth:
         argv.append("--heal-service-auth")
+    if record_key_fingerprint:
+        argv.append("--record-key-fingerprint")
     if record_start is not None:
         release, db_version = record_start
         argv += ["--record-start", release or "", db_version or ""]
@@ -270,7 +273,8 @@ def _ssh_add_program(settings: Settings, layout: Layout) -> Program:
 
 def plan_programs(settings: Settings, layout: Layout, *, maintenance: bool,
                   heal_service_auth: bool,
-                  record_start: tuple[str | None, str | None] | None) -> list[Program]:
+                  record_start: tuple[str | None, str | None] | None,
+                  record_key_fingerprint: bool = False) -> list[Program]:
     """Every program supervisord runs, in start order.
 
     OpenNebula services only when installed and enabled; none at all in maintenance
@@ -285,7 +289,8 @@ def plan_programs(settings: Settings, layout: Layout, *, maintenance: bool,
     if agent:
         programs.append(_ssh_add_program(settings, layout))
     if "oned" in services:
-        programs.append(_post_start_program(settings, layout, heal_service_auth, record_start))
+        programs.append(_post_start_program(settings, layout, heal_service_auth, record_start,
+                                            record_key_fingerprint))
     programs.append(Program(
         name=LOGS_PROGRAM, command=[*onerun_argv(), "logs", "--follow"],
         priority=PRIORITY[LOGS_PROGRAM], stopwaitsecs=STOPWAIT_LOGS,

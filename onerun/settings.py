@@ -77,6 +77,7 @@ class Settings:
     root: Path | None = None
     services: frozenset[str] | None = None  # None: every installed service
     accept_empty_db: bool = False
+    trust_one_key: bool = False  # write ONE_KEY beside a bootstrapped DB nothing proves it for
     ssh_dir: Path | None = None
     maintenance: bool = False
     backup_keep: int = 5  # automatic backups, made before upgrades
@@ -568,6 +569,7 @@ def load_settings(environ: Mapping[str, str], root: str | Path | None = None) ->
         root=Path(root_raw).resolve() if root_raw else None,
         services=_services(c),
         accept_empty_db=c.boolean("ONERUN_ACCEPT_EMPTY_DB"),
+        trust_one_key=c.boolean("ONERUN_TRUST_ONE_KEY"),
         ssh_dir=ssh_dir,
         maintenance=c.boolean("ONERUN_MAINTENANCE"),
         backup_keep=c.integer("ONERUN_BACKUP_KEEP", 5, 1, 1000),

@@ -39,6 +39,7 @@ def build_plan(settings: Settings, layout: Layout, decision: Decision) -> Plan:
         maintenance=settings.maintenance,
         heal_service_auth=decision.heal_service_auth,
         record_start=decision.record_start,
+        record_key_fingerprint=decision.record_key_fingerprint,
     )
     plan.actions.extend(supervisor_actions(settings, layout, programs))
     plan.command = supervisord_argv(layout)

@@ -240,3 +240,23 @@ def crash_inside_transaction(db: Path) -> bytes:
     journal = db.with_name(db.name + "-journal").read_bytes()
     assert journal[:8] == bytes.fromhex("d9d505f920a163d7"), "no hot journal was left"
     return journal
+
+
+# What oned stores when attributes it encrypts are set (the values stand in for ciphertexts;
+# tests that decrypt make real ones): user 0's SSH key beside onerun's key fingerprint, a
+# datastore's restic password, a running VM's context password and a DONE VM's.
+ENCRYPTED_FIXTURE_STATEMENTS = (
+    "UPDATE user_pool SET body = REPLACE(body, '<TEMPLATE>', '<TEMPLATE>"
+    "<ONERUN_ONE_KEY_FINGERPRINT><![CDATA[{fingerprint}]]></ONERUN_ONE_KEY_FINGERPRINT>"
+    "<SSH_PRIVATE_KEY><![CDATA[{user}]]></SSH_PRIVATE_KEY>') WHERE oid = 0",
+    "UPDATE datastore_pool SET body = REPLACE(body, '<TEMPLATE>', '<TEMPLATE>"
+    "<RESTIC_PASSWORD><![CDATA[{datastore}]]></RESTIC_PASSWORD>') WHERE oid = 1",
+    "INSERT INTO vm_pool (oid, name, body, uid, gid, state, lcm_state) VALUES (0, 'running',"
+    " '<VM><ID>0</ID><TEMPLATE><CONTEXT><PASSWORD><![CDATA[{vm}]]></PASSWORD></CONTEXT>"
+    "</TEMPLATE><USER_TEMPLATE/></VM>', 0, 0, 3, 3)",
+    "INSERT INTO vm_pool (oid, name, body, uid, gid, state, lcm_state) VALUES (1, 'done',"
+    " '<VM><ID>1</ID><TEMPLATE><CONTEXT><PASSWORD><![CDATA[{done}]]></PASSWORD></CONTEXT>"
+    "</TEMPLATE><USER_TEMPLATE/></VM>', 0, 0, 6, 0)",
+)
+ENCRYPTED_FIXTURE_VALUES = {"fingerprint": "ab" * 32, "user": "dXNlcg==", "datastore": "ZHM=",
+                            "vm": "dm0=", "done": "ZG9uZQ=="}

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import enum
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 # oned's version query (reference 2.3): the row with the highest oid is the current version.
 VERSION_QUERY = "SELECT version FROM {table} WHERE oid=(SELECT MAX(oid) FROM {table})"
@@ -17,6 +18,20 @@ SLAVE_QUERY = (
     " WHERE oid=(SELECT MAX(oid) FROM local_db_versioning)"
 )
 USERS_QUERY = "SELECT oid, body FROM user_pool WHERE oid IN (0, 1)"
+
+# Where oned's default *_ENCRYPTED_ATTR live in each table's body (share/etc/oned.conf
+# @7.0/@7.4; stored encrypted: src/pool/PoolObjectSQL.cc encrypt). A few of them are enough
+# to try a key on (onerun/onekey.py); VMs that are DONE (state 6) are skipped.
+ENCRYPTED_ATTRIBUTES = (
+    ("user_pool", "", ("TEMPLATE/SSH_PRIVATE_KEY", "TEMPLATE/SSH_PASSPHRASE")),
+    ("datastore_pool", "", ("TEMPLATE/RESTIC_PASSWORD", "TEMPLATE/NETAPP_PASS",
+                            "TEMPLATE/NETAPP_PASSWORD", "TEMPLATE/PUREFA_API_TOKEN")),
+    ("vm_pool", "state <> 6", ("TEMPLATE/CONTEXT/PASSWORD",)),
+)
+MAX_ENCRYPTED_VALUES = 8  # per table: a key that decrypts one of them is proven
+
+# onerun's record of one_key, in oneadmin's template (onerun/onekey.py).
+KEY_FINGERPRINT_PATH = "TEMPLATE/ONERUN_ONE_KEY_FINGERPRINT"
 
 # Any of these means oned has started to bootstrap here (reference 2.5, EMPTY).
 MARKER_TABLES = frozenset(
@@ -54,6 +69,10 @@ class DbObservation:
     serveradmin_password_sha256: str | None = None
     # what was done to read it (an interrupted sqlite transaction rolled back), for the log
     recovery: str | None = None
+    # onerun's fingerprint of one_key in oneadmin's template (onerun/onekey.py)
+    one_key_fingerprint: str | None = None
+    # a few encrypted attribute values to try a key on; read only when asked
+    encrypted_values: tuple[str, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)
@@ -67,15 +86,43 @@ class Facts:
     user0_body: str | None = None
     user1_body: str | None = None  # "" for a row with an empty body, None for no row
     is_slave: bool = False
+    encrypted_values: tuple[str, ...] = field(default=(), repr=False)
+
+
+def encrypted_value_queries(tables: frozenset[str]) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """(query, XML paths) for each table holding attributes oned encrypts by default."""
+    for table, condition, paths in ENCRYPTED_ATTRIBUTES:
+        if table not in tables:
+            continue
+        likes = " OR ".join(f"body LIKE '%<{path.rsplit('/', 1)[1]}>%'" for path in paths)
+        where = f"({likes}) AND {condition}" if condition else likes
+        # Every part is a constant of this module: nothing from outside reaches the query.
+        query = f"SELECT body FROM {table} WHERE {where} LIMIT {MAX_ENCRYPTED_VALUES}"  # noqa: S608
+        yield query, paths
+
+
+def _xml(body: str | None) -> ET.Element | None:
+    if not body:
+        return None
+    try:
+        return ET.fromstring(body)  # noqa: S314 - oned wrote it; no DTDs or entities in it
+    except ET.ParseError:
+        return None
+
+
+def values_at(body: str | None, paths: tuple[str, ...]) -> list[str]:
+    """The non-empty texts at ``paths`` in an object's XML body."""
+    root = _xml(body)
+    if root is None:
+        return []
+    found = (root.findtext(path) for path in paths)
+    return [text.strip() for text in found if text and text.strip()]
 
 
 def parse_user_body(body: str | None) -> tuple[str | None, str | None]:
     """(NAME, PASSWORD) of a user_pool body; (None, None) when absent or unreadable."""
-    if not body:
-        return None, None
-    try:
-        root = ET.fromstring(body)  # noqa: S314 - oned wrote it; no DTDs or entities in it
-    except ET.ParseError:
+    root = _xml(body)
+    if root is None:
         return None, None
     name = root.findtext("NAME")
     password = root.findtext("PASSWORD")
@@ -103,6 +150,9 @@ def decide(facts: Facts) -> DbObservation:
             oneadmin_password_sha256=password, oneadmin_name=name,
             serveradmin_present=facts.user1_body is not None, is_slave=facts.is_slave,
             tables=facts.tables, detail=detail, serveradmin_password_sha256=serveradmin_password,
+            one_key_fingerprint=next(iter(values_at(facts.user0_body, (KEY_FINGERPRINT_PATH,))),
+                                     None),
+            encrypted_values=facts.encrypted_values,
         )
 
     markers = facts.tables & MARKER_TABLES

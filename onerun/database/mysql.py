@@ -18,7 +18,9 @@ from onerun.database.classify import (
     DbState,
     Facts,
     decide,
+    encrypted_value_queries,
     is_true,
+    values_at,
 )
 from onerun.errors import DependencyUnavailable, Problem, SettingsError
 from onerun.settings import Settings
@@ -116,8 +118,11 @@ def _version(cursor: Cursor, table: str, tables: frozenset[str]) -> str | None:
     return None if row is None or row[0] is None else str(row[0])
 
 
-def read_facts(connection: Connection[Cursor], where: str) -> Facts:
-    """Collect the readings classify needs, in a read-only session."""
+def read_facts(connection: Connection[Cursor], where: str, encrypted: bool = False) -> Facts:
+    """Collect the readings classify needs, in a read-only session.
+
+    ``encrypted``: also a few encrypted attribute values (onerun/onekey.py tries a key).
+    """
     with connection.cursor() as cursor:
         cursor.execute("SET SESSION TRANSACTION READ ONLY")  # reading never writes
         cursor.execute(
@@ -137,13 +142,20 @@ def read_facts(connection: Connection[Cursor], where: str) -> Facts:
             cursor.execute(SLAVE_QUERY)
             row = cursor.fetchone()
             is_slave = row is not None and is_true(row[0])
+        values: list[str] = []
+        for query, paths in encrypted_value_queries(tables) if encrypted else ():
+            cursor.execute(query)
+            for (body,) in cursor.fetchall():
+                text = body.decode(errors="replace") if isinstance(body, bytes) else body
+                values.extend(values_at(None if text is None else str(text), paths))
     return Facts(
         where=where, tables=tables, db_version=db_version, local_db_version=local_db_version,
         user0_body=users.get(0), user1_body=users.get(1), is_slave=is_slave,
+        encrypted_values=tuple(values),
     )
 
 
-def classify_mysql(settings: Settings) -> DbObservation:
+def classify_mysql(settings: Settings, *, encrypted: bool = False) -> DbObservation:
     """Classify DB_NAME on the server; "Unknown database" is EMPTY, unreachable never is."""
     where = f"database {settings.db_name} on {endpoint(settings)}"
     try:
@@ -163,7 +175,7 @@ def classify_mysql(settings: Settings) -> DbObservation:
             f"cannot read {where}: {describe(error, settings)}"
         ) from error
     try:
-        return decide(read_facts(connection, where))
+        return decide(read_facts(connection, where, encrypted))
     except pymysql.err.MySQLError as error:
         raise DependencyUnavailable(
             f"reading {where} failed: {describe(error, settings)}"

@@ -32,7 +32,9 @@ from onerun.database.classify import (
     DbState,
     Facts,
     decide,
+    encrypted_value_queries,
     is_true,
+    values_at,
 )
 from onerun.errors import UnsafeStateError
 from onerun.fsutil import chown_if_root, ensure_private_dir, running_as_root
@@ -56,8 +58,11 @@ def _version(connection: sqlite3.Connection, table: str, tables: frozenset[str])
     return None if row is None or row[0] is None else str(row[0])
 
 
-def _read(path: Path, where: str) -> Facts:
-    """The readings classify needs, through a read-only connection; sqlite3.Error on failure."""
+def _read(path: Path, where: str, encrypted: bool = False) -> Facts:
+    """The readings classify needs, through a read-only connection; sqlite3.Error on failure.
+
+    ``encrypted``: also a few encrypted attribute values (onerun/onekey.py tries a key).
+    """
     uri = path.resolve().as_uri() + "?mode=ro"
     with closing(sqlite3.connect(uri, uri=True)) as connection:
         tables = frozenset(
@@ -74,10 +79,15 @@ def _read(path: Path, where: str) -> Facts:
         if local_db_version is not None:
             row = connection.execute(SLAVE_QUERY).fetchone()
             is_slave = row is not None and is_true(row[0])
+        values: list[str] = []
+        for query, paths in encrypted_value_queries(tables) if encrypted else ():
+            for (body,) in connection.execute(query):
+                values.extend(values_at(None if body is None else str(body), paths))
     return Facts(
         where=where, tables=tables, db_version=db_version, local_db_version=local_db_version,
         user0_body=(users[0] or "") if 0 in users else None,
         user1_body=(users[1] or "") if 1 in users else None, is_slave=is_slave,
+        encrypted_values=tuple(values),
     )
 
 
@@ -91,11 +101,11 @@ def unreadable(where: str, error: BaseException) -> UnsafeStateError:
     )
 
 
-def read_facts(path: Path, where: str | None = None) -> Facts:
+def read_facts(path: Path, where: str | None = None, encrypted: bool = False) -> Facts:
     """Collect the readings classify needs; the file is opened read-only (mode=ro)."""
     where = where or str(path)
     try:
-        return _read(path, where)
+        return _read(path, where, encrypted)
     except sqlite3.Error as error:
         raise unreadable(where, error) from error
 
@@ -221,7 +231,8 @@ def recover(path: Path, layout: Layout) -> str:
             f"kept in {kept}")
 
 
-def _classify_rolled_back_copy(path: Path, layout: Layout) -> tuple[Facts, str]:
+def _classify_rolled_back_copy(path: Path, layout: Layout,
+                               encrypted: bool) -> tuple[Facts, str]:
     """Dry run: roll back a private scratch copy only; the volume stays as it is."""
     names = ", ".join(p.name for p in interrupted_transaction(path))
     busy = oned_running(layout)
@@ -237,7 +248,7 @@ def _classify_rolled_back_copy(path: Path, layout: Layout) -> tuple[Facts, str]:
             _roll_back(copy)
         except sqlite3.Error as error:
             raise unreadable(str(path), error) from error
-        facts = read_facts(copy, where=str(path))
+        facts = read_facts(copy, where=str(path), encrypted=encrypted)
     return facts, (
         f"an interrupted transaction ({names}) is rolled back by the real start, after it "
         f"copies the files as found into {layout.backups}/{path.name}{CRASH_COPY_PREFIX}<time>"
@@ -252,11 +263,13 @@ class Recovery:
     dry_run: bool = False
 
 
-def classify_sqlite(path: Path, recovery: Recovery | None = None) -> DbObservation:
+def classify_sqlite(path: Path, recovery: Recovery | None = None, *,
+                    encrypted: bool = False) -> DbObservation:
     """Classify one.db; an absent file is EMPTY (oned creates it).
 
     Without ``recovery`` nothing is ever written; with it, an interrupted transaction is
-    recovered as the module says (in a scratch copy for a dry run).
+    recovered as the module says (in a scratch copy for a dry run). ``encrypted``: also
+    read a few encrypted attribute values.
     """
     if not path.exists():
         return DbObservation(
@@ -265,15 +278,15 @@ def classify_sqlite(path: Path, recovery: Recovery | None = None) -> DbObservati
             is_slave=False, tables=frozenset(), detail=f"{path} does not exist",
         )
     try:
-        return decide(_read(path, str(path)))
+        return decide(_read(path, str(path), encrypted))
     except sqlite3.Error as error:
         if recovery is None or not interrupted_transaction(path):
             raise unreadable(str(path), error) from error
     if recovery.dry_run:
-        facts, note = _classify_rolled_back_copy(path, recovery.layout)
+        facts, note = _classify_rolled_back_copy(path, recovery.layout, encrypted)
     else:
         note = recover(path, recovery.layout)
-        facts = read_facts(path)
+        facts = read_facts(path, encrypted=encrypted)
     observation = decide(facts)
     return dataclasses.replace(observation, detail=f"{observation.detail}; {note}",
                                recovery=note)

@@ -20,7 +20,13 @@ from pathlib import Path
 
 import pytest
 from fixtures.mariadb import MariaDBServer
-from testlib import DB_FIXTURES, PROJECT, require_shared
+from testlib import (
+    DB_FIXTURES,
+    ENCRYPTED_FIXTURE_STATEMENTS,
+    ENCRYPTED_FIXTURE_VALUES,
+    PROJECT,
+    require_shared,
+)
 
 from onerun.database import DbState, classify, mysql_connect, wait_for_database
 from onerun.errors import DependencyUnavailable, SettingsError
@@ -105,6 +111,20 @@ def test_bootstrapped_dump(mariadb_server: MariaDBServer) -> None:
     assert observation.serveradmin_password_sha256 == server_secret_sha256()
     assert {"db_versioning", "local_db_versioning", "user_pool"} <= observation.tables
     assert checksums(mariadb_server, "one_bootstrapped") == before
+
+
+def test_key_fingerprint_and_encrypted_values_are_read(mariadb_server: MariaDBServer) -> None:
+    name = "one_encrypted"
+    settings = load_fixture(mariadb_server, name)
+    for statement in ENCRYPTED_FIXTURE_STATEMENTS:
+        execute(mariadb_server, name, statement.format(**ENCRYPTED_FIXTURE_VALUES))
+    before = checksums(mariadb_server, name)
+    values = ENCRYPTED_FIXTURE_VALUES
+    assert classify(settings, LAYOUT).one_key_fingerprint == values["fingerprint"]
+    asked = classify(settings, LAYOUT, encrypted=True)
+    assert sorted(asked.encrypted_values) == sorted([values["user"], values["datastore"],
+                                                     values["vm"]])
+    assert checksums(mariadb_server, name) == before
 
 
 def test_dump_without_db_versioning_is_partial_tables(mariadb_server: MariaDBServer) -> None:

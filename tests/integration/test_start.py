@@ -14,12 +14,14 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,9 +111,18 @@ class Backend:
     def prepare(self, scenario: Scenario, state: str) -> None:
         raise NotImplementedError
 
+    def execute(self, scenario: Scenario, statement: str, *params: str) -> None:
+        """Change the prepared database the way oned would have (``%s`` placeholders)."""
+        raise NotImplementedError
+
 
 class SqliteBackend(Backend):
     name = "sqlite"
+
+    def execute(self, scenario: Scenario, statement: str, *params: str) -> None:
+        with closing(sqlite3.connect(scenario.root / "var/lib/one/one.db")) as db:
+            db.execute(statement.replace("%s", "?"), params)
+            db.commit()
 
     def prepare(self, scenario: Scenario, state: str) -> None:
         sources = {
@@ -133,6 +144,11 @@ class MariaDBBackend(Backend):
 
     def __init__(self, server: Any) -> None:
         self.server = server
+
+    def execute(self, scenario: Scenario, statement: str, *params: str) -> None:
+        with self.server.connect(scenario.env["DB_NAME"]) as conn, conn.cursor() as cursor:
+            cursor.execute(statement.replace("||", ","), params)
+            conn.commit()
 
     def prepare(self, scenario: Scenario, state: str) -> None:
         name = f"one_{uuid.uuid4().hex[:10]}"
@@ -298,6 +314,87 @@ def test_wrong_oneadmin_password_is_refused(base_root: Path, backend: Backend) -
     put_dot_one(base_root, dot_one_source(backend), ("one_key", "one_auth", *SERVICE_AUTH))
     assert_refused_unchanged(scenario, 3, "ONEADMIN_PASSWORD")
     assert "Wrong-Password-1" not in scenario.run().stderr
+
+
+# --- ONE_KEY on a key-less volume: it must belong to the database --------------------------
+
+WRONG_KEY = "0123456789abcdef" * 4  # a well-formed key of another cloud
+
+
+def fixture_key(backend: Backend) -> str:
+    return (dot_one_source(backend) / "one_key").read_text().split()[0]
+
+
+def encrypt_as_oned(key: str, plain: str) -> str:
+    """oned's aes256cbc_encrypt (src/common/NebulaUtil.cc): AES-256-CBC, the key's first 32
+    bytes, a zero IV, PKCS#7 padding, base64. Done by the openssl CLI, independent of onerun
+    (the key on its argv is a test fixture's)."""
+    done = subprocess.run(
+        ["openssl", "enc", "-aes-256-cbc", "-K", key.encode()[:32].hex(), "-iv", "0" * 32,
+         "-base64", "-A"], input=plain.encode(), capture_output=True, check=True)
+    return done.stdout.decode().strip()
+
+
+def key_fingerprint(key: str) -> str:
+    """What onerun records in oneadmin's template (docs/start.md): never the key itself."""
+    return hashlib.sha256(b"onerun one_key fingerprint v1\0" + key.encode()).hexdigest()
+
+
+def add_to_oneadmin_template(scenario: Scenario, backend: Backend, name: str,
+                             value: str) -> None:
+    backend.execute(scenario, "UPDATE user_pool SET body = REPLACE(body, '<TEMPLATE>', "
+                              "CONCAT('<TEMPLATE>', %s)) WHERE oid = 0"
+                    if backend.name == "mysql" else
+                    "UPDATE user_pool SET body = REPLACE(body, '<TEMPLATE>', '<TEMPLATE>' || %s)"
+                    " WHERE oid = 0", f"<{name}><![CDATA[{value}]]></{name}>")
+
+
+def key_less_volume(base_root: Path, backend: Backend, key: str, **env: str) -> Scenario:
+    """A bootstrapped DB and a volume that lost its one_key (or came from another image)."""
+    scenario = Scenario(base_root, {"ONE_KEY": key, **env})
+    backend.prepare(scenario, "BOOTSTRAPPED")
+    put_dot_one(base_root, dot_one_source(backend), ("one_auth", *SERVICE_AUTH))
+    return scenario
+
+
+def test_a_one_key_nothing_proves_is_refused_unless_trusted(base_root: Path,
+                                                            backend: Backend) -> None:
+    """The chart makes up a ONE_KEY when none is set: over an existing database that key
+    would encrypt with the wrong key for good. Nothing proves it here (no fingerprint, no
+    encrypted attribute): refused, and nothing written, unless the operator trusts it."""
+    scenario = key_less_volume(base_root, backend, fixture_key(backend))
+    assert_refused_unchanged(scenario, 3, "ONERUN_TRUST_ONE_KEY=1")
+    assert fixture_key(backend) not in scenario.run().stderr
+    scenario.env["ONERUN_TRUST_ONE_KEY"] = "1"
+    dry = scenario.run(dry_run=True)
+    assert dry.returncode == 0 and "decision: proceed" in dry.stdout, dry.stdout + dry.stderr
+
+
+def test_an_encrypted_attribute_refuses_a_wrong_key_and_proves_the_right_one(
+        base_root: Path, backend: Backend) -> None:
+    scenario = key_less_volume(base_root, backend, WRONG_KEY, ONERUN_TRUST_ONE_KEY="1")
+    add_to_oneadmin_template(scenario, backend, "SSH_PRIVATE_KEY", encrypt_as_oned(
+        fixture_key(backend), "-----BEGIN OPENSSH PRIVATE KEY-----\nstand-in\n"))
+    assert_refused_unchanged(scenario, 3, "ONE_KEY")  # trusting a disproved key is no way out
+    scenario.env["ONE_KEY"] = fixture_key(backend)
+    del scenario.env["ONERUN_TRUST_ONE_KEY"]
+    dry = scenario.run(dry_run=True)
+    assert dry.returncode == 0 and "decision: proceed" in dry.stdout, dry.stdout + dry.stderr
+    assert "decrypts" in dry.stdout
+
+
+def test_the_recorded_key_fingerprint_decides(base_root: Path, backend: Backend) -> None:
+    scenario = key_less_volume(base_root, backend, WRONG_KEY)
+    add_to_oneadmin_template(scenario, backend, "ONERUN_ONE_KEY_FINGERPRINT",
+                             key_fingerprint(fixture_key(backend)))
+    assert_refused_unchanged(scenario, 3, "ONE_KEY")
+    scenario.env["ONE_KEY"] = fixture_key(backend)
+    dry = scenario.run(dry_run=True)
+    assert dry.returncode == 0 and "decision: proceed" in dry.stdout, dry.stdout + dry.stderr
+    # A volume whose own one_key is another cloud's is refused the same way.
+    del scenario.env["ONE_KEY"]
+    (base_root / "var/lib/one/.one/one_key").write_text(WRONG_KEY + "\n")
+    assert_refused_unchanged(scenario, 3, "one_key")
 
 
 # --- rows that proceed: a real supervisord comes up ----------------------------------------

@@ -10,8 +10,10 @@ maintenance mode, and running as uid 9869 instead of root.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -67,6 +69,24 @@ server.register_function(
     lambda s: [True, "<RAFT><SERVER_ID>-1</SERVER_ID><STATE>0</STATE></RAFT>", 0],
     "one.zone.raftstatus")
 server.register_function(lambda s, i, p, d=False: [True, i, 0], "one.user.passwd")
+
+
+def user_update(session, uid, template, merge):
+    """Merge NAME="value" into the user's template in one.db, as oned would (sqlite only:
+    with MariaDB the call is recorded and answered)."""
+    import re, sqlite3
+    name, value = re.fullmatch(r'(\\w+)="([^"]*)"', template.strip()).groups()
+    (records / "user-update.jsonl").open("a").write(json.dumps([uid, template, merge]) + "\\n")
+    if not (root / "var/lib/one/one.db").exists():
+        return [True, uid, 0]
+    db = sqlite3.connect(root / "var/lib/one/one.db")
+    db.execute("UPDATE user_pool SET body = replace(body, '<TEMPLATE>', '<TEMPLATE>' || ?)"
+               " WHERE oid = ?", (f"<{name}><![CDATA[{value}]]></{name}>", uid))
+    db.commit()
+    return [True, uid, 0]
+
+
+server.register_function(user_update, "one.user.update")
 
 def stop(signum, frame):
     (records / "oned.stopped").write_text(str(time.time()))
@@ -458,3 +478,34 @@ def test_maintenance_comes_up_when_the_database_is_what_is_broken(stack: Stack) 
     output = stack.text()
     assert "could not be read" in output and "Canary-Maint-Db" not in output
     assert not (stack.records / "oned.json").exists()
+
+
+def test_the_key_fingerprint_outlives_the_volume(stack: Stack) -> None:
+    """Once oned answers, onerun records a fingerprint of one_key in oneadmin's template
+    (in the database, through the API). After the volume is lost, a ONE_KEY that does not
+    match it is refused and the right one proceeds."""
+    db = _sqlite_bootstrapped(stack)
+    key = stack.layout.one_key.read_text().split()[0]
+    stack.env["ONEADMIN_PASSWORD"] = "fixturepass"
+    stack.start()
+
+    def recorded() -> str | None:
+        with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            body = conn.execute("SELECT body FROM user_pool WHERE oid = 0").fetchone()[0]
+        found = re.search(r"<ONERUN_ONE_KEY_FINGERPRINT><!\[CDATA\[(\w+)\]\]>", body)
+        return found.group(1) if found else None
+
+    stack.wait_for("the key's fingerprint in oneadmin's template", lambda: bool(recorded()))
+    stack.stop()
+    fingerprint = recorded()
+    assert fingerprint == hashlib.sha256(b"onerun one_key fingerprint v1\0"
+                                         + key.encode()).hexdigest()
+    assert key not in stack.text()
+
+    stack.layout.one_key.unlink()  # the volume is lost; the database is not
+    stack.env["ONE_KEY"] = "0123456789abcdef" * 4
+    wrong = stack.dry_run()
+    assert wrong.returncode == 3 and "ONE_KEY" in wrong.stdout, wrong.stdout + wrong.stderr
+    stack.env["ONE_KEY"] = key
+    right = stack.dry_run()
+    assert right.returncode == 0, right.stdout + right.stderr

@@ -5,13 +5,20 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sqlite3
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from testlib import DB_FIXTURES, crash_inside_transaction, require_shared
+from testlib import (
+    DB_FIXTURES,
+    ENCRYPTED_FIXTURE_STATEMENTS,
+    ENCRYPTED_FIXTURE_VALUES,
+    crash_inside_transaction,
+    require_shared,
+)
 
 from onerun.database import DbState, classify
 from onerun.database.classify import Facts, decide, is_true, parse_user_body
@@ -311,3 +318,30 @@ def test_hot_journal_is_left_alone_while_an_oned_may_run(tmp_path: Path) -> None
     assert str(oned.pid) in str(info.value)
     assert _snapshot(layout.sqlite_db.parent) == before
     assert not layout.backups.exists()
+
+
+# -- what a start needs to prove a one_key ----------------------------------------------------
+
+
+def test_key_fingerprint_and_encrypted_values_are_read(tmp_path: Path) -> None:
+    """The fingerprint in oneadmin's template always; encrypted values (users, datastores,
+    VMs that are not DONE) only when asked, and never in the observation's repr."""
+    _, layout = _root_with(tmp_path, "sqlite-bootstrapped")
+    with sqlite3.connect(layout.sqlite_db) as db:
+        for statement in ENCRYPTED_FIXTURE_STATEMENTS:
+            db.execute(statement.format(**ENCRYPTED_FIXTURE_VALUES))
+    values = ENCRYPTED_FIXTURE_VALUES
+    plain = classify(SQLITE, layout)
+    assert plain.state is DbState.BOOTSTRAPPED
+    assert plain.one_key_fingerprint == values["fingerprint"]
+    assert plain.encrypted_values == ()
+    asked = classify(SQLITE, layout, encrypted=True)
+    assert sorted(asked.encrypted_values) == sorted([values["user"], values["datastore"],
+                                                     values["vm"]])
+    assert values["user"] not in repr(asked)
+
+
+def test_the_fixture_has_no_fingerprint_and_nothing_encrypted(tmp_path: Path) -> None:
+    _, layout = _root_with(tmp_path, "sqlite-bootstrapped")
+    observation = classify(SQLITE, layout, encrypted=True)
+    assert observation.one_key_fingerprint is None and observation.encrypted_values == ()

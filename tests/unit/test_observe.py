@@ -55,6 +55,8 @@ def test_empty_volume(tmp_path: Path) -> None:
     assert facts.service_auth == {}
     assert facts.secret_files == ()
     assert facts.start_record is None
+    assert not facts.bootstrap_started
+    assert facts.datastores_with_content == ()
     assert facts.restore_failed is None
     assert not facts.remotes_present
     assert not facts.ssh_private_key_present
@@ -119,6 +121,26 @@ def test_start_record_and_restore_failed_reason(tmp_path: Path) -> None:
     assert facts.restore_failed == (
         "onedb upgrade failed and the restore failed too"
         " (backup: /var/lib/one/backups/one-7.0.0.sql.gz)")
+
+
+def test_datastores_with_content_and_the_bootstrap_record(tmp_path: Path) -> None:
+    """Empty datastore directories are what a new cloud has; anything inside is a trace."""
+    layout = Layout(tmp_path)
+    assert observe_volume(layout).datastores_with_content == ()
+    for name in ("0", "1", "2", "100"):
+        (layout.datastores / name).mkdir(parents=True)
+    (layout.datastores / "1" / "5e1f0c2a9b").write_bytes(b"image")
+    elsewhere = tmp_path / "nfs-export"
+    (elsewhere / "disk.0").mkdir(parents=True)
+    (layout.datastores / "100").rmdir()
+    (layout.datastores / "100").symlink_to(elsewhere)  # a datastore on a mount, via a link
+    (layout.datastores / "README").write_text("a file, not a datastore")
+    facts = observe_volume(layout)
+    assert facts.datastores_with_content == ("1", "100")
+    assert not facts.bootstrap_started
+    layout.state_dir.mkdir(parents=True)
+    layout.bootstrap_marker.write_text("")
+    assert observe_volume(layout).bootstrap_started
 
 
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]"])

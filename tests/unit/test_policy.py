@@ -21,6 +21,7 @@ from onerun.observe import (
     ProcessFacts,
     VolumeFacts,
 )
+from onerun.onekey import fingerprint
 from onerun.plan import (
     Check,
     EnsureDirectory,
@@ -49,7 +50,9 @@ STAMP_70 = "7.0.2+fedcba9876543210"  # the image's remotes-dist (release + listi
 IMAGE_70 = ImageVersions(Version.parse("7.0.2"), Version.parse("7.0.0"), Version.parse("7.0.0"))
 
 
-def db(state: DbState, version: str | None = "7.0.0", sha: str | None = PASSWORD_SHA) -> Any:
+def db(state: DbState, version: str | None = "7.0.0", sha: str | None = PASSWORD_SHA, *,
+       fingerprint: str | None = None, encrypted: tuple[str, ...] = (),
+       slave: bool = False) -> Any:
     bootstrapped = state in (DbState.BOOTSTRAPPED, DbState.PARTIAL_USERS)
     return DbObservation(
         state=state,
@@ -58,10 +61,12 @@ def db(state: DbState, version: str | None = "7.0.0", sha: str | None = PASSWORD
         oneadmin_password_sha256=sha if state is DbState.BOOTSTRAPPED else None,
         oneadmin_name="oneadmin" if state is DbState.BOOTSTRAPPED else None,
         serveradmin_present=state is DbState.BOOTSTRAPPED,
-        is_slave=False,
+        is_slave=slave,
         tables=frozenset(),
         detail="table test",
         serveradmin_password_sha256=SERVERADMIN_SHA if state is DbState.BOOTSTRAPPED else None,
+        one_key_fingerprint=fingerprint,
+        encrypted_values=encrypted,
     )
 
 
@@ -334,8 +339,11 @@ def test_all_service_auth_files_lost_are_healed_after_oned_answers() -> None:
 
 
 def test_pv_lost_recovers_with_key_and_password() -> None:
+    """The database keeps the key's fingerprint (recorded by an earlier start): with the
+    right ONE_KEY and password a lost volume comes back by itself."""
     decision = decide(settings(ONEADMIN_PASSWORD=PASSWORD, ONE_KEY=KEY),
-                      observation(db(DbState.BOOTSTRAPPED), volume()), LAYOUT)
+                      observation(db(DbState.BOOTSTRAPPED, fingerprint=fingerprint(KEY)),
+                                  volume()), LAYOUT)
     assert decision.refusal is None
     writes = _writes(decision)
     assert writes[LAYOUT.one_key].content == f"{KEY}\n".encode()
@@ -611,3 +619,90 @@ def test_an_sqlite_database_on_the_volume_counts_for_mariadb() -> None:
     mysql = {"DB_BACKEND": "mysql", "DB_HOST": "db", "DB_PASSWORD": "Db-Pass-1"}
     decision = decide(settings(**mysql), observation(db(DbState.EMPTY), vol), LAYOUT)
     assert decision.refusal is not None and "one.db" in decision.refusal.reason
+
+
+# -- ONE_KEY beside a bootstrapped database: it must be the database's key -------------------
+
+OTHER_KEY = "o" * 64
+
+
+def encrypt_as_oned(key: str, plain: str) -> str:
+    """oned's aes256cbc_encrypt (src/common/NebulaUtil.cc): first 32 bytes of the key, zero
+    IV, PKCS#7, base64."""
+    import base64
+
+    from cryptography.hazmat.primitives import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    padder = padding.PKCS7(128).padder()
+    data = padder.update(plain.encode()) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(key.encode()[:32]), modes.CBC(bytes(16))).encryptor()
+    return base64.b64encode(encryptor.update(data) + encryptor.finalize()).decode()
+
+
+def key_less(**db_facts: Any) -> Observation:
+    return observation(db(DbState.BOOTSTRAPPED, **db_facts),
+                       volume(one_auth=PASSWORD, service_auth=ALL_70))
+
+
+@pytest.mark.parametrize(("env", "obs", "written", "needle"), [
+    ({"ONE_KEY": KEY}, key_less(fingerprint=fingerprint(KEY)), True, None),
+    ({"ONE_KEY": OTHER_KEY}, key_less(fingerprint=fingerprint(KEY)), False, "fingerprint"),
+    ({"ONE_KEY": KEY}, key_less(encrypted=(encrypt_as_oned(KEY, "ssh-key"),)), True, None),
+    ({"ONE_KEY": OTHER_KEY}, key_less(encrypted=(encrypt_as_oned(KEY, "ssh-key"),)), False,
+     "decrypts none"),
+    # trusting a key the database disproves is no way out
+    ({"ONE_KEY": OTHER_KEY, "ONERUN_TRUST_ONE_KEY": "1"},
+     key_less(encrypted=(encrypt_as_oned(KEY, "ssh-key"),)), False, "decrypts none"),
+    ({"ONE_KEY": OTHER_KEY, "ONERUN_TRUST_ONE_KEY": "1"},
+     key_less(fingerprint=fingerprint(KEY)), False, "fingerprint"),
+    # nothing to tell: refused unless trusted
+    ({"ONE_KEY": KEY}, key_less(), False, "ONERUN_TRUST_ONE_KEY=1"),
+    ({"ONE_KEY": KEY, "ONERUN_TRUST_ONE_KEY": "1"}, key_less(), True, None),
+    # values oned did not encrypt (plain text, not whole AES blocks) prove nothing
+    ({"ONE_KEY": KEY}, key_less(encrypted=("plain-restic-password",)), False,
+     "ONERUN_TRUST_ONE_KEY=1"),
+    # a key that decrypts one value is the key, whatever else is in there
+    ({"ONE_KEY": KEY}, key_less(encrypted=(encrypt_as_oned(OTHER_KEY, "x"),
+                                           encrypt_as_oned(KEY, "y"))), True, None),
+], ids=["fingerprint matches", "fingerprint differs", "decrypts", "decrypts nothing",
+        "trusted but decrypts nothing", "trusted but fingerprint differs", "unprovable",
+        "unprovable, trusted", "plain values only", "one of two decrypts"])
+def test_one_key_for_a_key_less_volume(env: dict[str, str], obs: Observation, written: bool,
+                                       needle: str | None) -> None:
+    decision = decide(settings(**env), obs, LAYOUT)
+    assert (LAYOUT.one_key in _writes(decision)) is written
+    if needle is None:
+        assert decision.refusal is None
+    else:
+        assert decision.refusal is not None
+        assert Plan(actions=[], refusal=decision.refusal).exit_code == EXIT_REFUSED
+        assert needle in decision.refusal.reason + decision.refusal.fix
+        assert decision.actions == [] or not _writes(decision).get(LAYOUT.one_key)
+    text = str([a.describe() for a in decision.actions]) + str(decision.refusal)
+    assert KEY not in text and OTHER_KEY not in text
+
+
+def test_the_volume_s_own_key_must_match_a_recorded_fingerprint() -> None:
+    theirs = observation(db(DbState.BOOTSTRAPPED, fingerprint=fingerprint(OTHER_KEY)),
+                         volume(one_key=KEY, one_auth=PASSWORD, service_auth=ALL_70))
+    decision = decide(settings(), theirs, LAYOUT)
+    assert decision.refusal is not None and str(LAYOUT.one_key) in decision.refusal.reason
+    ours = observation(db(DbState.BOOTSTRAPPED, fingerprint=fingerprint(KEY)),
+                       volume(one_key=KEY, one_auth=PASSWORD, service_auth=ALL_70))
+    assert decide(settings(), ours, LAYOUT).refusal is None
+
+
+def test_the_key_fingerprint_is_recorded_where_the_database_lacks_it() -> None:
+    healthy = volume(one_key=KEY, one_auth=PASSWORD, service_auth=ALL_70)
+    assert decide(settings(), observation(db(DbState.BOOTSTRAPPED), healthy),
+                  LAYOUT).record_key_fingerprint
+    assert decide(settings(), observation(db(DbState.EMPTY), volume()),
+                  LAYOUT).record_key_fingerprint
+    recorded = db(DbState.BOOTSTRAPPED, fingerprint=fingerprint(KEY))
+    assert not decide(settings(), observation(recorded, healthy), LAYOUT).record_key_fingerprint
+    slave = db(DbState.BOOTSTRAPPED, slave=True)
+    assert not decide(settings(), observation(slave, healthy), LAYOUT).record_key_fingerprint
+    assert not decide(settings(ONERUN_MAINTENANCE="1"),
+                      observation(db(DbState.BOOTSTRAPPED), healthy),
+                      LAYOUT).record_key_fingerprint

@@ -91,6 +91,14 @@ def test_stop_order_services_first_oned_last_within_the_chart_budget(tmp_path: P
     assert stop_budget_seconds(programs) <= 60  # the chart's stop budget (docs/processes.md)
 
 
+def test_post_start_records_the_key_fingerprint_when_the_policy_asks(tmp_path: Path) -> None:
+    _install(tmp_path, "oned")
+    asked = {p.name: p for p in _plan(tmp_path, record_key_fingerprint=True)}
+    assert "--record-key-fingerprint" in asked["onerun-post-start"].command
+    plain = {p.name: p for p in _plan(tmp_path)}
+    assert "--record-key-fingerprint" not in plain["onerun-post-start"].command
+
+
 def test_no_oned_no_post_start(tmp_path: Path) -> None:
     _install(tmp_path, "fireedge")
     assert "onerun-post-start" not in [p.name for p in _plan(tmp_path)]
