@@ -151,8 +151,26 @@ def _run(argv: list[str], log: Path, step: str) -> None:
 
 
 def image_exists(cli: str, tag: str) -> bool:
-    found = subprocess.run([cli, "image", "inspect", tag], capture_output=True, check=False)
-    return found.returncode == 0
+    return image_id(cli, tag) is not None
+
+
+def image_id(cli: str, tag: str) -> str | None:
+    found = subprocess.run([cli, "image", "inspect", "--format", "{{.Id}}", tag],
+                           capture_output=True, text=True, check=False)
+    if found.returncode != 0:
+        return None
+    return found.stdout.strip() or None
+
+
+def _build(cli: str, argv: list[str], tag: str, log: Path) -> str:
+    """``cli build argv -t tag``; the image the tag named before is removed when the build
+    replaced it, so rebuilds leave no untagged images behind (its layers shared with the new
+    one stay)."""
+    before = image_id(cli, tag)
+    _run([cli, "build", *_build_flags(cli), *argv, "-t", tag], log, f"build of {tag}")
+    if before is not None and image_id(cli, tag) != before:
+        subprocess.run([cli, "rmi", before], capture_output=True, check=False)
+    return tag
 
 
 def ensure_base(cli: str, log: Path) -> str:
@@ -213,18 +231,15 @@ def build_frontend(cli: str, base: str, version: str, trees: Path, log: Path) ->
             os.link(source, target)
         except OSError:
             shutil.copyfile(source, target)
-        _run([cli, "build", *_build_flags(cli), "-f", str(PROJECT / "docker" / "Dockerfile"),
-              "--build-arg", "ONE_SOURCE=tree", "--build-arg", f"BASE_IMAGE={base}",
-              "--build-arg", f"ONE_VERSION={version}", "--build-context", f"onetree={context}",
-              "-t", tag, str(PROJECT)], log, f"build of {tag}")
-    return tag
+        return _build(cli, ["-f", str(PROJECT / "docker" / "Dockerfile"),
+                            "--build-arg", "ONE_SOURCE=tree", "--build-arg", f"BASE_IMAGE={base}",
+                            "--build-arg", f"ONE_VERSION={version}",
+                            "--build-context", f"onetree={context}", str(PROJECT)], tag, log)
 
 
 def build_mariadb(cli: str, base: str, log: Path) -> str:
     tag = f"{REPOSITORY}-mariadb:latest"
-    _run([cli, "build", *_build_flags(cli), "--build-arg", f"BASE_IMAGE={base}", "-t", tag,
-          str(MARIADB_CONTEXT)], log, f"build of {tag}")
-    return tag
+    return _build(cli, ["--build-arg", f"BASE_IMAGE={base}", str(MARIADB_CONTEXT)], tag, log)
 
 
 def ensure(trees: Path = TREES, log: Path | None = None) -> TestImages:
