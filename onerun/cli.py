@@ -110,6 +110,7 @@ from onerun.backup import backup_command, restore_command  # noqa: E402
 cli.add_command(backup_command)
 cli.add_command(restore_command)
 from onerun.events import supervise_events_command  # noqa: E402
+from onerun.ha.start import zone_serve_command  # noqa: E402
 from onerun.logs import logs_command  # noqa: E402
 from onerun.poststart import post_start_command, wait_oned_command  # noqa: E402
 from onerun.supervisor import ssh_agent_command  # noqa: E402
@@ -119,6 +120,7 @@ cli.add_command(supervise_events_command)
 cli.add_command(wait_oned_command)
 cli.add_command(post_start_command)
 cli.add_command(ssh_agent_command)
+cli.add_command(zone_serve_command)
 
 
 def main() -> None:
