@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import threading
 import time
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from typing import Any
 
 import tier
@@ -106,14 +108,35 @@ def zone_servers(box: Any, front: tier.Frontend, port: int) -> dict[str, int]:
             for server in zone.iterfind("SERVER_POOL/SERVER")}
 
 
-def start_zone(engine: tier.Engine, images: TierImages,
-               pod: tier.Pod) -> tuple[list[Any], list[tier.Frontend], list[str]]:
+@dataclass
+class Zone:
+    """Three members: their containers, settings, volumes and emptyDirs (kept for a restart
+    in the same pod)."""
+
+    boxes: list[Any]
+    fronts: list[tier.Frontend]
+    volumes: list[str]
+    scratch: list[dict[str, str]]
+
+    def restart(self, engine: tier.Engine, image: str, pod: tier.Pod, i: int) -> Any:
+        """Member i's container again, on its volume and emptyDirs, as the kubelet restarts
+        a container in its pod."""
+        self.boxes[i] = engine.start(tier.frontend_container(
+            engine, image, pod, self.fronts[i], self.volumes[i], scratch=self.scratch[i]))
+        return self.boxes[i]
+
+
+def start_zone(engine: tier.Engine, images: TierImages, pod: tier.Pod) -> Zone:
+    """Three members started at once on empty volumes; returns once all three are ready."""
     base = tier.chart_frontend({"database": {"type": "sqlite"}})
     fronts = [member(base, i) for i in range(MEMBERS)]
-    volumes = [engine.volume() for _ in range(MEMBERS)]
-    boxes = [engine.start(tier.frontend_container(engine, images.current, pod, front, volume))
-             for front, volume in zip(fronts, volumes, strict=True)]
-    return boxes, fronts, volumes
+    zone = Zone([None] * MEMBERS, fronts, [engine.volume() for _ in range(MEMBERS)],
+                [tier.empty_dirs(engine, front) for front in fronts])
+    for i in range(MEMBERS):
+        zone.restart(engine, images.current, pod, i)
+    for box in zone.boxes:
+        tier.wait_ready(box, READY)
+    return zone
 
 
 def wait_converged(box: Any, front: tier.Frontend, timeout: float) -> list[dict[str, int]]:
@@ -131,9 +154,8 @@ def test_formation_from_nothing_to_a_three_server_zone(
     engine: tier.Engine, images: TierImages, pod: tier.Pod
 ) -> None:
     started = time.monotonic()
-    boxes, fronts, _ = start_zone(engine, images, pod)
-    for box in boxes:
-        tier.wait_ready(box, READY)
+    zone = start_zone(engine, images, pod)
+    boxes, fronts = zone.boxes, zone.fronts
     formed = time.monotonic() - started
     front = fronts[0]
     probe = boxes[0]
@@ -160,3 +182,85 @@ def test_formation_from_nothing_to_a_three_server_zone(
     auth = {tier.read_file(box, "/var/lib/one/.one/oneflow_auth") for box in boxes}
     assert len(auth) == 1
     print(f"zone formed in {formed:.1f} s; raft {converged}")
+
+
+# Runs inside a surviving member: from the moment the leader's port stops answering, how
+# long until another member is leader, and until a write through it succeeds.
+_FAILOVER = """
+import json, os, time
+from onerun.oneapi import OneClient, OneApiError
+session = os.environ["HA_SESSION"]
+leader, others = json.loads(os.environ["HA_PORTS"])
+def client(port, timeout=0.5):
+    return OneClient(f"http://127.0.0.1:{port}/RPC2", session, timeout)
+deadline = time.monotonic() + 120
+while True:
+    try:
+        client(leader).call("one.zone.raftstatus")
+    except OneApiError:
+        lost = time.monotonic()
+        break
+    assert time.monotonic() < deadline, "the leader never went away"
+    time.sleep(0.02)
+elected = new = None
+while time.monotonic() < deadline and new is None:
+    for port in others:
+        try:
+            if "<STATE>3</STATE>" in client(port).call("one.zone.raftstatus"):
+                elected, new = time.monotonic(), port
+        except OneApiError:
+            pass
+    time.sleep(0.05)
+written = user = None
+errors = []
+while time.monotonic() < deadline and written is None:
+    try:
+        user = client(others[0], 10).call("one.user.allocate", f"during_failover_{len(errors)}",
+                                          "pw", "core", [])
+        written = time.monotonic()
+    except OneApiError as exc:
+        errors.append(str(exc))
+        time.sleep(0.1)
+print(json.dumps({"election": elected and elected - lost, "write": written and written - lost,
+                  "leader": new, "user": user, "errors": errors[:3] + errors[-3:]}))
+"""
+
+
+def test_failover_after_sigkill_of_the_leader_and_its_return_as_a_follower(
+    engine: tier.Engine, images: TierImages, pod: tier.Pod
+) -> None:
+    zone = start_zone(engine, images, pod)
+    front = zone.fronts[0]
+    states = [raft(zone.boxes[0], front, oned_port(i)) for i in range(MEMBERS)]
+    old = next(i for i, s in enumerate(states) if s["STATE"] == 3)
+    survivors = [i for i in range(MEMBERS) if i != old]
+    watcher = zone.boxes[survivors[0]]
+    result: dict[str, Any] = {}
+
+    def watch() -> None:
+        run = watcher.exec_run(["/opt/onerun/bin/python", "-c", _FAILOVER], environment={
+            "HA_SESSION": f"oneadmin:{front.password}",
+            "HA_PORTS": json.dumps([oned_port(old), [oned_port(i) for i in survivors]])})
+        result["output"] = (run.output or b"").decode("utf-8", "replace")
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    time.sleep(3)  # the watcher is polling the leader
+    zone.boxes[old].kill(signal="SIGKILL")
+    thread.join(150)
+    measured = json.loads(result["output"].strip().splitlines()[-1])
+    budget = ELECTION_MS / 1000 + 2
+    assert measured["election"] is not None and measured["election"] <= budget, measured
+    assert measured["write"] is not None, result["output"]
+    user_id = int(measured["user"])
+
+    # The old leader's container comes back in its pod: a follower, with the missed write.
+    back = zone.restart(engine, images.current, pod, old)
+    tier.wait_ready(back, READY)
+    converged = wait_converged(zone.boxes[survivors[0]], front, 60)
+    assert raft(back, front, oned_port(old))["STATE"] == 2, converged
+    assert len({(s["COMMIT"], s["LOG_INDEX"]) for s in converged}) == 1, converged
+    xml = str(call(back, front, oned_port(old), "one.user.info", user_id, False))
+    assert "<NAME>during_failover_" in xml
+    print(f"failover: new leader {measured['election']:.2f} s, first write "
+          f"{measured['write']:.2f} s after the leader's port went away; raft {converged}")
