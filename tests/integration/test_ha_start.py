@@ -265,3 +265,16 @@ def test_follower_state_is_reported(root: Path) -> None:
                     RaftStatus(1, FOLLOWER, 1, 4, 4), ())
     with peers({"one-1": report}) as addresses:
         assert wire.ask(addresses["one-1"], PASSWORD).report == report
+
+
+def test_maintenance_mode_does_not_form_the_zone(root: Path) -> None:
+    """An operator's maintenance start (e.g. to restore a backup) must not found, join or
+    wait for peers: no OpenNebula service runs in it."""
+    before = tree(root)
+    with peers({"one-1": None, "one-2": None}) as addresses:
+        code, plan, stderr = dry_run(root, {**zone_env("one-0", addresses, 2797),
+                                            "ONERUN_MAINTENANCE": "1"})
+    assert code == 0, stderr
+    assert not [s for s in steps(plan, "check") if s["name"] == "zone"]
+    assert not steps(plan, "found-zone") and steps(plan, "exec")
+    assert tree(root) == before
