@@ -98,10 +98,11 @@ def run_start(settings: Settings, layout: Layout, log: Logger, *, dry_run: bool)
     """Dry run: print the plan and return its exit code. Otherwise apply and exec supervisord.
 
     In an HA zone the zone is formed first (onerun/ha/start.py): a dry run that finds a
-    founding or joining step to take shows that step's plan instead.
+    founding or joining step to take shows that step's plan instead. Maintenance mode starts
+    no OpenNebula service, so it forms nothing (an operator may be about to restore).
     """
     zone = None
-    if settings.ha is not None:
+    if settings.ha is not None and not settings.maintenance:
         zone = form_zone(settings, layout, log, dry_run=dry_run)
         if zone.plan is not None:
             print_plan(zone.plan, layout, settings.log_format)

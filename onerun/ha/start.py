@@ -119,6 +119,21 @@ def _unfinished(step: Refuse | Wait) -> Formed:
     return Formed(plan=Plan(actions=[Check("zone", "note", f"would wait: {step.why}")]))
 
 
+def _responder(settings: Settings, layout: Layout, report: Callable[[], Report],
+               log: Logger) -> Responder:
+    """Answer the peers while the zone forms (they decide on what this member says)."""
+    assert settings.oneadmin_password is not None
+    secret = settings.oneadmin_password.reveal()
+    try:
+        return Responder(_listen(settings), ServiceState(lambda: secret, report, log=log.info),
+                         layout.var_lib_one)
+    except OSError as exc:
+        raise UnsafeStateError(
+            f"the zone service cannot listen on {settings.listen_address}:"
+            f"{_ha(settings).listen_port} ({exc.strerror or exc})",
+            "give ONERUN_HA_ADDRESS a port nothing else in the pod uses") from exc
+
+
 def form_zone(settings: Settings, layout: Layout, log: Logger, *, dry_run: bool,
               sleep: Callable[[float], None] = time.sleep) -> Formed:
     """Loop until this member knows its server ID (see the module docstring)."""
@@ -129,12 +144,7 @@ def form_zone(settings: Settings, layout: Layout, log: Logger, *, dry_run: bool,
     def report() -> Report:
         return Report(ha.server_name, phase, ha.endpoint, empty)
 
-    responder = None
-    if not dry_run:
-        assert settings.oneadmin_password is not None
-        secret = settings.oneadmin_password.reveal()
-        responder = Responder(_listen(settings), ServiceState(lambda: secret, report,
-                                                              log=log.info), layout.var_lib_one)
+    responder = None if dry_run else _responder(settings, layout, report, log)
     deadline = time.monotonic() + ha.wait_timeout
     last = ""
     try:

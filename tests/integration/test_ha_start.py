@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -278,3 +279,18 @@ def test_maintenance_mode_does_not_form_the_zone(root: Path) -> None:
     assert not [s for s in steps(plan, "check") if s["name"] == "zone"]
     assert not steps(plan, "found-zone") and steps(plan, "exec")
     assert tree(root) == before
+
+
+def test_a_zone_port_in_use_is_refused_naming_the_setting(root: Path) -> None:
+    with socket.socket() as taken, peers({"one-1": waiting("one-1"),
+                                          "one-2": waiting("one-2")}) as addresses:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        env = zone_env("one-0", addresses, taken.getsockname()[1])
+        real = subprocess.run(
+            [sys.executable, "-m", "onerun", "start", "--root", str(root)],
+            env={"PATH": os.environ["PATH"], "LANG": "C.UTF-8",
+                 "ONERUN_LISTEN_ADDRESS": "127.0.0.1", **env},
+            capture_output=True, text=True, timeout=60, check=False)
+    assert real.returncode == 3, real.stderr
+    assert "ONERUN_HA_ADDRESS" in real.stderr and "cannot listen" in real.stderr
