@@ -183,6 +183,26 @@ def test_formation_from_nothing_to_a_three_server_zone(
     assert len(auth) == 1
     print(f"zone formed in {formed:.1f} s; raft {converged}")
 
+    # A member with another ONEADMIN_PASSWORD is refused before its oned starts, on an empty
+    # volume (its peers refuse its signature) and on its own (the DB's oneadmin hash), and
+    # the zone's term does not move.
+    last = max(i for i, s in enumerate(states) if s["STATE"] == 2)  # a follower, not probe's
+    assert last != 0
+    boxes[last].kill(signal="SIGTERM")
+    tier.wait_exit(boxes[last], tier.STOP_BUDGET + 30)
+    term = raft(probe, front, oned_port(0))["TERM"]
+    chartlib = tier.load_chartlib()
+    secret = fronts[last].env["ONEADMIN_PASSWORD_FILE"]
+    wrong = dataclasses.replace(fronts[last], files={
+        **fronts[last].files, secret: chartlib.MountedFile(b"not-the-zones", 0o440, True)})
+    for volume in (engine.volume(), zone.volumes[last]):
+        box = engine.start(tier.frontend_container(engine, images.current, pod, wrong, volume))
+        code, _ = tier.wait_exit(box, 120)
+        assert code == 3, tier.logs(box)[-3000:]
+        assert "ONEADMIN_PASSWORD" in tier.logs(box)
+        assert "not-the-zones" not in tier.logs(box)
+    assert raft(probe, front, oned_port(0))["TERM"] == term
+
 
 # Runs inside a surviving member: from the moment the leader's port stops answering, how
 # long until another member is leader, and until a write through it succeeds.
