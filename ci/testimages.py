@@ -42,6 +42,10 @@ BASE_PACKAGES = ("ca-certificates", "python3")
 # them too, or pip and apt over HTTPS fail inside the builds. Part of the base's identity.
 LOCAL_CAS = Path("/usr/local/share/ca-certificates")
 REPOSITORY = "localhost/onerun-test"
+# The front-end images carry the checkout's onerun: clones that test side by side on one
+# engine give theirs their own name (e.g. localhost/onerun-test-ha) so neither runs the
+# other's code. The base and MariaDB images hold no onerun and stay shared.
+FRONTEND_REPOSITORY = os.environ.get("ONERUN_TEST_REPOSITORY") or REPOSITORY
 CONTAINERS_CONF = PROJECT / "tests" / "containers" / "containers.conf"
 PODMAN_SOCKET = Path("/run/podman/podman.sock")
 
@@ -222,7 +226,7 @@ def _build_flags(cli: str) -> list[str]:
 def build_frontend(cli: str, base: str, version: str, trees: Path, log: Path) -> str:
     """The release image's Dockerfile with OpenNebula ``version`` from its tree."""
     verify_tree(trees, version)
-    tag = f"{REPOSITORY}:{version}"
+    tag = f"{FRONTEND_REPOSITORY}:{version}"
     with tempfile.TemporaryDirectory(prefix="onetree-") as context:
         # Only this release's tarball in the named context (a hard link: same file system).
         source = trees / f"opennebula-{version}-debian12-amd64.tar.zst"

@@ -132,12 +132,14 @@ from onerun.backup import backup_command, restore_command  # noqa: E402
 
 cli.add_command(backup_command)
 cli.add_command(restore_command)
+from onerun.ha.start import zone_serve_command  # noqa: E402
 from onerun.poststart import post_start_command, wait_oned_command  # noqa: E402
 from onerun.sshkeys import ssh_add_command  # noqa: E402
 
 cli.add_command(wait_oned_command)
 cli.add_command(post_start_command)
 cli.add_command(ssh_add_command)
+cli.add_command(zone_serve_command)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ import http.client
 import os
 import xmlrpc.client
 from pathlib import Path
+from xml.parsers.expat import ExpatError
 
 # typing costs ~10 ms at import and the probe needs it only for annotations; mypy reads a
 # module-level TYPE_CHECKING as true.
@@ -86,7 +87,8 @@ class OneClient:
         """The call's value on success; OneApiError otherwise (transport errors included)."""
         try:
             response = getattr(self._proxy, method)(self._session, *args)
-        except (OSError, http.client.HTTPException, xmlrpc.client.Error) as exc:
+        # ExpatError: an answer cut short, e.g. by an oned killed while it answers.
+        except (OSError, http.client.HTTPException, xmlrpc.client.Error, ExpatError) as exc:
             raise OneApiError(f"{method}: {exc.__class__.__name__}: {exc}") from exc
         if not isinstance(response, list | tuple) or len(response) < 2:
             raise OneApiError(f"{method}: unexpected response shape")

@@ -24,6 +24,7 @@ import jinja2
 from onerun import oneconf, yamlconf
 from onerun.errors import Problem, SettingsError, UnsafeStateError
 from onerun.fileerrors import file_error
+from onerun.ha.conf import apply_zone
 from onerun.layout import Layout
 from onerun.plan import Action, Check, EnsureDirectory, WriteFile
 from onerun.settings import Settings
@@ -127,7 +128,8 @@ def apply_template_overrides(
     return problems
 
 
-def _render_oned(text: str, settings: Settings) -> tuple[str, list[Problem]]:
+def _render_oned(text: str, settings: Settings,
+                 server_id: int | None) -> tuple[str, list[Problem]]:
     document = oneconf.parse(text)
     try:
         fragment = db_vector(settings)
@@ -141,6 +143,8 @@ def _render_oned(text: str, settings: Settings) -> tuple[str, list[Problem]]:
     document.set("LISTEN_ADDRESS", settings.listen_address)
     if "GRPC_LISTEN_ADDRESS" in document:
         document.set("GRPC_LISTEN_ADDRESS", settings.listen_address)
+    if settings.ha is not None:
+        apply_zone(document, settings.ha, server_id)
     problems = apply_template_overrides(document, "oned", settings.overrides.get("oned", {}))
     return document.dump(), problems
 
@@ -190,14 +194,14 @@ def _walk(source: Path) -> tuple[list[Path], list[Path]]:
     return directories, files
 
 
-def _render_one(relative: Path, raw: bytes, settings: Settings,
-                notes: list[Check]) -> tuple[bytes | None, list[Problem]]:
+def _render_one(relative: Path, raw: bytes, settings: Settings, notes: list[Check],
+                server_id: int | None) -> tuple[bytes | None, list[Problem]]:
     """Rendered bytes of a file onerun edits (None: copy it as is) and any problems."""
     name = relative.as_posix()
     text = raw.decode("utf-8", errors="surrogateescape")
     try:
         if name == "oned.conf":
-            rendered, problems = _render_oned(text, settings)
+            rendered, problems = _render_oned(text, settings, server_id)
         elif name == "monitord.conf":
             rendered, problems = _render_monitord(text, settings)
         elif name in YAML_FILES:
@@ -213,21 +217,24 @@ def _render_one(relative: Path, raw: bytes, settings: Settings,
     return rendered.encode("utf-8", errors="surrogateescape"), problems
 
 
-def render_configs(settings: Settings, layout: Layout) -> list[Action]:
+def render_configs(settings: Settings, layout: Layout,
+                   server_id: int | None = None) -> list[Action]:
     """The actions writing the whole /etc/one tree; raises SettingsError on bad overrides,
-    UnsafeStateError when the image's pristine copy cannot be read."""
+    UnsafeStateError when the image's pristine copy cannot be read. ``server_id`` is this
+    member's in an HA zone (docs/ha.md); None there means solo, not yet registered."""
     source = layout.etc_dist
     try:
         if not source.is_dir():
             raise UnsafeStateError(f"{source} (the pristine OpenNebula configs) is missing",
                                    _FIX_ETC_DIST)
-        return _render_tree(settings, layout, source)
+        return _render_tree(settings, layout, source, server_id)
     except OSError as error:  # is_dir() too: it raises when a parent cannot be searched
         raise file_error(error, f"reading the image's pristine configs in {source}",
                          layout, source) from error
 
 
-def _render_tree(settings: Settings, layout: Layout, source: Path) -> list[Action]:
+def _render_tree(settings: Settings, layout: Layout, source: Path,
+                 server_id: int | None) -> list[Action]:
     directories, files = _walk(source)
     actions: list[Action] = []
     notes: list[Check] = []
@@ -239,7 +246,7 @@ def _render_tree(settings: Settings, layout: Layout, source: Path) -> list[Actio
     for relative in files:
         path = source / relative
         raw = path.read_bytes()
-        rendered, found = _render_one(relative, raw, settings, notes)
+        rendered, found = _render_one(relative, raw, settings, notes, server_id)
         problems.extend(found)
         target = layout.etc_one / relative
         if rendered is None:

@@ -51,8 +51,39 @@ _BRACKETED = re.compile(r"\[([^\[\]]*)\](:[0-9]*)?")
 _NAME_AND_PORT = re.compile(r"[^:\[\]]+:[0-9]+")
 _ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9_]+")
 _DIGITS = re.compile(r"[0-9]+")
+# HA (docs/ha.md): a member's zone-service address, a zone server's name and endpoint.
+_HA_ADDRESS = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9._\-]*[A-Za-z0-9_])?:[0-9]{1,5}")
+_HA_SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,127}")
+_HA_ENDPOINT = re.compile(r"https?://[A-Za-z0-9._\-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/\-]*)?")
+ONED_DEFAULT_PORT = 2633
+HA_ELECTION_TIMEOUT_MS = 2000  # docs/ha.md: failover time measured with these timers
+HA_BROADCAST_TIMEOUT_MS = 250
+HA_WAIT_TIMEOUT = 600.0
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
+
+
+@dataclass(frozen=True)
+class HaSettings:
+    """One member of an HA zone (docs/ha.md). Every member lists the same ``members``."""
+
+    members: tuple[str, ...]  # every member's zone-service address host:port, this one's too
+    address: str  # this member's zone-service address, one of ``members``
+    server_name: str  # this member's NAME in the zone's server pool
+    endpoint: str  # this member's oned XML-RPC endpoint as the other members reach it
+    oned_port: int  # oned.conf's PORT (ONERUN_CONFIG oned.PORT or the packaged 2633)
+    election_timeout_ms: int = HA_ELECTION_TIMEOUT_MS
+    broadcast_timeout_ms: int = HA_BROADCAST_TIMEOUT_MS
+    wait_timeout: float = HA_WAIT_TIMEOUT
+
+    @property
+    def peers(self) -> tuple[str, ...]:
+        """The other members' zone-service addresses."""
+        return tuple(member for member in self.members if member != self.address)
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.address.rpartition(":")[2])
 
 
 @dataclass(frozen=True)
@@ -83,6 +114,7 @@ class Settings:
     backup_keep: int = 5  # automatic backups, made before upgrades
     backup_keep_manual: int | None = None  # ``onerun backup``'s; None: never pruned
     upgrade_stop_grace: float = 20.0  # seconds onedb may go on after SIGTERM (docs/upgrades.md)
+    ha: HaSettings | None = None  # None: a single front-end, no zone
 
     def service_enabled(self, name: str) -> bool:
         """Whether the operator selected ``name`` (installation is checked elsewhere)."""
@@ -497,6 +529,93 @@ def _check_override_conflicts(
         )
 
 
+def _oned_port(overrides: Mapping[str, Any]) -> int:
+    """oned.conf's PORT as rendered: ONERUN_CONFIG's oned.PORT, else the packaged default."""
+    value = _get_key(overrides.get("oned", {}), "PORT")
+    if isinstance(value, int) and 1 <= value <= 65535:
+        return value
+    if isinstance(value, str) and _DIGITS.fullmatch(value) and 1 <= int(value) <= 65535:
+        return int(value)
+    return ONED_DEFAULT_PORT
+
+
+def _ha_members(c: _Collector) -> tuple[str, ...]:
+    raw = c.text("ONERUN_HA_MEMBERS")
+    if raw is None:
+        return ()
+    members = tuple(part.strip() for part in raw.split(",") if part.strip())
+    bad = [m for m in members if not (_HA_ADDRESS.fullmatch(m)
+                                      and 1 <= int(m.rpartition(":")[2]) <= 65535)]
+    if bad:
+        c.problem("ONERUN_HA_MEMBERS", f"{', '.join(repr(b) for b in bad)} not host:port",
+                  "list every member's zone-service address as host:port, comma-separated, "
+                  "e.g. opennebula-0.opennebula-headless:2640")
+        return ()
+    if len(set(members)) != len(members):
+        c.problem("ONERUN_HA_MEMBERS", "lists an address twice", "list each member once")
+        return ()
+    if len(members) < 3 or len(members) % 2 == 0:
+        c.problem("ONERUN_HA_MEMBERS", f"lists {len(members)} member(s); a Raft zone needs an "
+                  "odd number, at least 3, to keep a majority when one fails",
+                  "list 3, 5 or 7 members, or unset it for a single front-end")
+        return ()
+    return members
+
+
+def _ha(c: _Collector, overrides: Mapping[str, Any], password: Secret | None,
+        one_key: Secret | None, backend: DbBackend) -> HaSettings | None:
+    """ONERUN_HA_*: unset ONERUN_HA_MEMBERS means no zone, and the rest is ignored."""
+    members = _ha_members(c)
+    if not members:
+        return None
+    if backend != "sqlite":
+        c.problem("ONERUN_HA_MEMBERS", "an HA zone runs on sqlite only in this release (one "
+                  "database per member on MariaDB is designed, not built: docs/ha.md)",
+                  "use DB_BACKEND=sqlite for an HA zone, or unset ONERUN_HA_MEMBERS")
+    address = c.text("ONERUN_HA_ADDRESS")
+    if address is None or address not in members:
+        c.problem("ONERUN_HA_ADDRESS", f"{address!r} is not one of ONERUN_HA_MEMBERS",
+                  "set it to this member's own entry of ONERUN_HA_MEMBERS")
+        return None
+    host = address.rpartition(":")[0]
+    name = c.text("ONERUN_HA_SERVER_NAME") or c.text("POD_NAME") or host.partition(".")[0]
+    if not _HA_SERVER_NAME.fullmatch(name):
+        c.problem("ONERUN_HA_SERVER_NAME", f"{name!r} is not a valid server name",
+                  "use up to 128 of [A-Za-z0-9._-], e.g. the pod's name")
+    port = _oned_port(overrides)
+    endpoint = c.text("ONERUN_HA_ENDPOINT") or f"http://{host}:{port}/RPC2"
+    if not _HA_ENDPOINT.fullmatch(endpoint):
+        c.problem("ONERUN_HA_ENDPOINT", f"{endpoint!r} is not an http(s)://host:port/path URL",
+                  "set the URL the other members reach this oned's XML-RPC API by, e.g. "
+                  f"http://{host}:{port}/RPC2")
+    election = c.integer("ONERUN_HA_ELECTION_TIMEOUT_MS", HA_ELECTION_TIMEOUT_MS, 500, 60000)
+    broadcast = c.integer("ONERUN_HA_BROADCAST_TIMEOUT_MS", HA_BROADCAST_TIMEOUT_MS, 50, 10000)
+    if broadcast * 4 > election:
+        c.problem("ONERUN_HA_BROADCAST_TIMEOUT_MS", f"{broadcast} ms is more than a quarter of "
+                  f"ONERUN_HA_ELECTION_TIMEOUT_MS ({election} ms): followers would start "
+                  "elections between two heartbeats", "keep heartbeats at most a quarter of "
+                  "the election timeout, e.g. 250 and 2000")
+    raft = _get_key(overrides.get("oned", {}), "RAFT")
+    for variable, key in (("ONERUN_HA_ELECTION_TIMEOUT_MS", "ELECTION_TIMEOUT_MS"),
+                          ("ONERUN_HA_BROADCAST_TIMEOUT_MS", "BROADCAST_TIMEOUT_MS")):
+        if isinstance(raft, dict) and _has_key(raft, key):
+            c.problem(variable, f"RAFT/{key} is also set in ONERUN_CONFIG's oned section",
+                      f"set it in {variable} only")
+    if _has_key(overrides.get("oned", {}), "FEDERATION"):
+        c.problem("ONERUN_CONFIG: oned.FEDERATION", "onerun sets FEDERATION/SERVER_ID from the "
+                  "zone when ONERUN_HA_MEMBERS is set", "remove FEDERATION from ONERUN_CONFIG")
+    for variable, given in (("ONEADMIN_PASSWORD", password), ("ONE_KEY", one_key)):
+        if given is None:
+            c.problem(variable, "is required when ONERUN_HA_MEMBERS is set: every member must "
+                      "use the same one (docs/ha.md)", f"set {variable}(_FILE) from the Secret "
+                      "every member mounts")
+    return HaSettings(
+        members=members, address=address, server_name=name, endpoint=endpoint,
+        oned_port=port, election_timeout_ms=election, broadcast_timeout_ms=broadcast,
+        wait_timeout=c.number("ONERUN_HA_WAIT_TIMEOUT", HA_WAIT_TIMEOUT, 0, 86400),
+    )
+
+
 def load_settings(environ: Mapping[str, str], root: str | Path | None = None) -> Settings:
     """Build Settings from ``environ``; raise SettingsError listing every problem."""
     c = _Collector(environ)
@@ -576,6 +695,7 @@ def load_settings(environ: Mapping[str, str], root: str | Path | None = None) ->
         backup_keep_manual=(c.integer("ONERUN_BACKUP_KEEP_MANUAL", 10, 1, 1000)
                             if c.text("ONERUN_BACKUP_KEEP_MANUAL") is not None else None),
         upgrade_stop_grace=c.number("ONERUN_UPGRADE_STOP_GRACE", 20.0, 0, 3600),
+        ha=_ha(c, overrides, oneadmin_password, one_key, backend),
     )
     if c.problems:
         raise SettingsError(c.problems)

@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from onerun.fileerrors import failed_path, file_error
+from onerun.ha.start import Formed, form_zone, zone_program
 from onerun.layout import Layout
 from onerun.log import Logger
 from onerun.observe import observe
@@ -25,12 +26,16 @@ from onerun.supervisor import exec_supervisord, supervisor_actions, supervisord_
 from onerun.upgrade import UpgradeSchema
 
 
-def build_plan(settings: Settings, layout: Layout, decision: Decision) -> Plan:
-    """The whole ordered plan: state decisions, configs, upgrade, supervisord."""
+def build_plan(settings: Settings, layout: Layout, decision: Decision,
+               zone: Formed | None = None) -> Plan:
+    """The whole ordered plan: state decisions, configs, upgrade, supervisord. ``zone``:
+    this member's place in an HA zone (onerun/ha/start.py), None without a zone."""
+    zone_steps = [zone.check] if zone is not None and zone.check is not None else []
     if decision.refusal is not None:
-        return Plan(actions=list(decision.actions), refusal=decision.refusal)
-    plan = Plan(actions=list(decision.actions))
-    plan.actions.extend(render_configs(settings, layout))
+        return Plan(actions=zone_steps + list(decision.actions), refusal=decision.refusal)
+    plan = Plan(actions=zone_steps + list(decision.actions))
+    plan.actions.extend(render_configs(settings, layout,
+                                       zone.server_id if zone is not None else None))
     if decision.upgrade is not None:
         plan.add(UpgradeSchema(settings, layout, decision.upgrade.db_version,
                                decision.upgrade.target_version))
@@ -41,6 +46,8 @@ def build_plan(settings: Settings, layout: Layout, decision: Decision) -> Plan:
         record_start=decision.record_start,
         record_key_fingerprint=decision.record_key_fingerprint,
     )
+    if zone is not None:
+        programs = sorted([*programs, zone_program(settings, layout)], key=lambda p: p.priority)
     plan.actions.extend(supervisor_actions(settings, layout, programs))
     plan.command = supervisord_argv(layout)
     return plan
@@ -75,7 +82,8 @@ def print_plan(plan: Plan, layout: Layout, fmt: str) -> None:
     print(f"decision: {verdict}; exit code {plan.exit_code}")
 
 
-def prepare(settings: Settings, layout: Layout, log: Logger, *, dry_run: bool = False) -> Plan:
+def prepare(settings: Settings, layout: Layout, log: Logger, zone: Formed | None = None, *,
+            dry_run: bool = False) -> Plan:
     """Observe (waiting for the DB), decide, and assemble the plan. Changes nothing, except
     that a real start rolls back an sqlite transaction a crash interrupted, after keeping a
     copy of the files (onerun/database/sqlite.py)."""
@@ -87,12 +95,24 @@ def prepare(settings: Settings, layout: Layout, log: Logger, *, dry_run: bool = 
         raise file_error(error, "reading the volume and the image to decide what to do",
                          layout) from error
     decision = decide(settings, observation, layout)
-    return build_plan(settings, layout, decision)
+    return build_plan(settings, layout, decision, zone)
 
 
 def run_start(settings: Settings, layout: Layout, log: Logger, *, dry_run: bool) -> int:
-    """Dry run: print the plan and return its exit code. Otherwise apply and exec supervisord."""
-    plan = prepare(settings, layout, log, dry_run=dry_run)
+    """Dry run: print the plan and return its exit code. Otherwise apply and exec supervisord.
+
+    In an HA zone the zone is formed first (onerun/ha/start.py): a dry run that finds a
+    founding or joining step to take shows that step's plan instead. Maintenance mode starts
+    no OpenNebula service, so it forms nothing (an operator may be about to restore).
+    """
+    zone = None
+    if settings.ha is not None and not settings.maintenance:
+        zone = form_zone(settings, layout, log, dry_run=dry_run)
+        if zone.plan is not None:
+            print_plan(zone.plan, layout, settings.log_format)
+            sys.stdout.flush()
+            return zone.plan.exit_code
+    plan = prepare(settings, layout, log, zone, dry_run=dry_run)
     if dry_run:
         print_plan(plan, layout, settings.log_format)
         sys.stdout.flush()

@@ -116,6 +116,29 @@ def test_transport_error_has_no_code() -> None:
     assert "ConnectionRefusedError" in str(raised.value)
 
 
+def test_an_empty_answer_is_an_api_error() -> None:
+    """An oned killed while it answers (seen when a Raft leader is SIGKILLed) leaves an HTTP
+    answer with no XML: the caller must get OneApiError, not the XML parser's error."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def answer_nothing() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\n"
+                                   b"Content-Length: 0\r\n\r\n")
+
+        thread = threading.Thread(target=answer_nothing, daemon=True)
+        thread.start()
+        client = OneClient(f"http://127.0.0.1:{listener.getsockname()[1]}/RPC2", SESSION, 5)
+        with pytest.raises(OneApiError) as raised:
+            client.call("one.zone.raftstatus")
+        thread.join(5)
+    assert raised.value.code is None
+
+
 def test_timeout_is_honoured(oned: StandInOned) -> None:
     client = OneClient(oned.endpoint, SESSION, timeout=0.3)
     started = time.monotonic()
