@@ -19,6 +19,7 @@ import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 import click
 
@@ -95,11 +96,17 @@ def heal_service_auth_files(client: OneClient, layout: Layout, log: Logger,
     log.info(f"serveradmin has a new secret; wrote {', '.join(names)}")
 
 
+class Caller(Protocol):
+    """An oned API client: OneClient, or the zone's client while a founder's oned runs."""
+
+    def call(self, method: str, *args: Any) -> Any: ...
+
+
 ONEADMIN_ID = 0
 TEMPLATE_MERGE = 1  # one.user.update: merge into the template instead of replacing it
 
 
-def _record_key_fingerprint(client: OneClient, layout: Layout, log: Logger) -> None:
+def record_key_fingerprint(client: Caller, layout: Layout, log: Logger) -> None:
     """Put the fingerprint of the volume's one_key into oneadmin's template, once.
 
     A fingerprint already there is never changed: the start checked it against this key
@@ -151,12 +158,12 @@ def wait_oned_command(files: tuple[str, ...], root: str | None,
 @click.command("post-start")
 @click.option("--heal-service-auth", is_flag=True,
               help="Give serveradmin a new secret and write every service auth file.")
-@click.option("--record-key-fingerprint", is_flag=True,
+@click.option("--record-key-fingerprint", "record_fingerprint", is_flag=True,
               help="Record one_key's fingerprint in oneadmin's template.")
 @click.option("--record-start", nargs=2, default=None, metavar="RELEASE DB_VERSION",
               help="Record the completed start on the volume (empty string: unknown).")
 @root_option
-def post_start_command(heal_service_auth: bool, record_key_fingerprint: bool,
+def post_start_command(heal_service_auth: bool, record_fingerprint: bool,
                        record_start: tuple[str, str] | None, root: str | None) -> None:
     """Once oned answers: heal service auth files, record one_key's fingerprint, record the
     start on the volume."""
@@ -165,8 +172,8 @@ def post_start_command(heal_service_auth: bool, record_key_fingerprint: bool,
     client = wait_for_oned(layout, log)
     if heal_service_auth:
         heal_service_auth_files(client, layout, log)
-    if record_key_fingerprint:
-        _record_key_fingerprint(client, layout, log)
+    if record_fingerprint:
+        record_key_fingerprint(client, layout, log)
     if record_start is not None:
         release, db_version = (value or None for value in record_start)
         account = layout.oneadmin

@@ -26,6 +26,7 @@ from onerun.fsutil import atomic_write, chown_if_root, running_as_root
 from onerun.ha.wire import WireError, fetch_snapshot, unpack_snapshot
 from onerun.ha.zone import ZoneClient, local_servers, named
 from onerun.layout import SERVICE_AUTH_FILES, Layout
+from onerun.log import Logger
 from onerun.oneapi import OneApiError
 from onerun.plan import ApplyContext
 from onerun.settings import HaSettings, Settings
@@ -106,6 +107,11 @@ class FoundZone:
         try:
             client = self._wait_for_oned(process)
             server_id = client.add_server(ha.server_name, ha.endpoint)
+            # Members that join copy this DB before any post-start ran: the fingerprint
+            # must be in it for them to prove the shared ONE_KEY (onerun/onekey.py).
+            from onerun.poststart import record_key_fingerprint
+
+            record_key_fingerprint(client, self.layout, Logger(self.settings.log_format))
         finally:
             _stop(process)
         ctx.log(f"the zone registered {ha.server_name} as server {server_id} "
