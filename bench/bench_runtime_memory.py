@@ -4,7 +4,7 @@ Lays out a throwaway root with stand-in OpenNebula programs (small Python script
 as stand-ins: an oned that answers one.user.info, Ruby/Node services that wait, guacd),
 the real ssh-agent and ssh-add when installed, and an SSH key; applies onerun's
 supervisord actions and hands over to supervisord exactly as `onerun start` does
-(onerun.supervisor.exec_supervisord). Once every program is up and the one-shots are
+(onerun.runtime.supervisor.exec_supervisord). Once every program is up and the one-shots are
 done, it samples VmRSS of every process below supervisord five times, a second apart,
 and prints the largest sample of each in one table: onerun's own processes (counted),
 supervisord (PID 1, excluded) and the rest (stand-ins, ssh-agent; not onerun's).
@@ -35,9 +35,9 @@ from supervisor.xmlrpc import SupervisorTransport
 
 from onerun.layout import Layout
 from onerun.plan import ApplyContext
-from onerun.services import plan_programs
+from onerun.runtime.services import plan_programs
+from onerun.runtime.supervisor import render_config, supervisor_actions
 from onerun.settings import load_settings
-from onerun.supervisor import render_config, supervisor_actions
 
 TARGET_MIB = 35.0
 SAMPLES = 5
@@ -110,7 +110,7 @@ def hand_over(root: Path, environ: dict[str, str], output: Path) -> subprocess.P
         action.apply(ctx)
     layout.supervisor_conf.write_text(render_config(layout, programs, run_as_root=False))
     launcher = ("import os, sys; from onerun.layout import Layout; "
-                "from onerun.supervisor import exec_supervisord; "
+                "from onerun.runtime.supervisor import exec_supervisord; "
                 "exec_supervisord(Layout.from_env(sys.argv[1]), os.environ)")
     with output.open("wb") as sink:
         return subprocess.Popen([sys.executable, "-c", launcher, str(root)], env=environ,

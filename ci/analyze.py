@@ -317,7 +317,7 @@ def render_markdown(report: Report) -> str:
         "",
         "- [ ] build, version check, boot tests (sqlite, MariaDB, restart, upgrade) and Trivy "
         "passed on this PR",
-        "- [ ] new or removed services are reflected in onerun/services.py and the chart",
+        "- [ ] new or removed services are reflected in onerun/runtime/services.py and the chart",
         "- [ ] changed /etc/one files still match onerun's templates and overrides",
         "",
     ]

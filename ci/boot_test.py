@@ -23,7 +23,7 @@ READY_TIMEOUT = 900.0  # first bootstrap or a schema upgrade on a slow shared ru
 # Runs inside the image with onerun's own interpreter: one XML-RPC call, JSON on stdout.
 _API_SCRIPT = """
 import json, os, sys
-from onerun.oneapi import OneClient, OneApiError
+from onerun.runtime.oneapi import OneClient, OneApiError
 client = OneClient("http://127.0.0.1:2633/RPC2", os.environ["BOOT_SESSION"], 30)
 method, args = json.loads(os.environ["BOOT_CALL"])
 try:

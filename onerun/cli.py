@@ -66,8 +66,8 @@ def version() -> None:
 @reports_errors
 def render(root: str | None) -> None:
     """Validate settings and write the rendered configs into /etc/one (nothing else)."""
+    from onerun.config.render import render_configs
     from onerun.plan import ApplyContext, Plan
-    from onerun.render import render_configs
 
     settings, layout = load(root)
     log = logger_for(settings)
@@ -99,7 +99,7 @@ def probe(args: tuple[str, ...]) -> None:
     Listed here for --help; the console script and `python -m onerun` run it without
     loading click at all (onerun/entry.py), since it runs every few seconds.
     """
-    from onerun.probe import main as probe_main
+    from onerun.runtime.probe import main as probe_main
 
     sys.exit(probe_main(list(args)))
 
@@ -112,7 +112,7 @@ def supervisord(args: tuple[str, ...]) -> None:
     Listed here for --help; the console script and `python -m onerun` run it without
     loading click (onerun/entry.py), so that PID 1 carries no CLI.
     """
-    from onerun.pid1 import main as pid1_main
+    from onerun.runtime.pid1 import main as pid1_main
 
     sys.exit(pid1_main(list(args)))
 
@@ -122,7 +122,7 @@ def supervisord(args: tuple[str, ...]) -> None:
 def logs(args: tuple[str, ...]) -> None:
     """Print OpenNebula's log files on stdout, prefixed: --follow [--root R] (supervisord
     runs it; the console script runs it without click, onerun/entry.py)."""
-    from onerun.logs import main as logs_main
+    from onerun.runtime.logs import main as logs_main
 
     sys.exit(logs_main(list(args)))
 
@@ -133,7 +133,7 @@ from onerun.backup import backup_command, restore_command  # noqa: E402
 cli.add_command(backup_command)
 cli.add_command(restore_command)
 from onerun.ha.start import zone_serve_command  # noqa: E402
-from onerun.poststart import post_start_command, wait_oned_command  # noqa: E402
+from onerun.runtime.poststart import post_start_command, wait_oned_command  # noqa: E402
 from onerun.sshkeys import ssh_add_command  # noqa: E402
 
 cli.add_command(wait_oned_command)

@@ -32,15 +32,15 @@ def stop_on_signals() -> None:
 def main() -> None:
     argv = sys.argv[1:]
     if argv[:1] == ["probe"]:
-        from onerun.probe import main as probe_main
+        from onerun.runtime.probe import main as probe_main
 
         sys.exit(probe_main(argv[1:]))
     if argv[:1] == ["supervisord"]:
-        from onerun.pid1 import main as pid1_main
+        from onerun.runtime.pid1 import main as pid1_main
 
         sys.exit(pid1_main(argv[1:]))
     if argv[:1] == ["logs"]:
-        from onerun.logs import main as logs_main
+        from onerun.runtime.logs import main as logs_main
 
         sys.exit(logs_main(argv[1:]))
     if argv[:1] == ["start"]:

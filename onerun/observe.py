@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from onerun import oneconf
+from onerun.config import oneconf
 from onerun.database import DbObservation, DbState, classify, wait_for_database
 from onerun.errors import DependencyUnavailable, SettingsError, UnsafeStateError
 from onerun.fsutil import running_as_root
@@ -24,8 +24,8 @@ from onerun.layout import SERVICE_AUTH_FILES, Layout
 from onerun.marker import StartRecord, read_start_record
 from onerun.plan import STAMP_FILE
 from onerun.processes import oned_running
+from onerun.runtime.services import installed_services
 from onerun.secret import Secret
-from onerun.services import installed_services
 from onerun.settings import Settings
 from onerun.sshkeys import PRIVATE_KEY_NAMES
 from onerun.versions import ImageVersions, Version, read_image_versions

@@ -28,8 +28,8 @@ from onerun.plan import (
     ReplaceTree,
     WriteFile,
 )
+from onerun.runtime.services import SERVICE_NAMES, service_auth_files_for
 from onerun.secret import Secret
-from onerun.services import SERVICE_NAMES, service_auth_files_for
 from onerun.settings import ONE_KEY_MIN_LENGTH, Settings
 from onerun.sshkeys import CopyFile, CopySshKeys, GenerateSshKey
 from onerun.versions import Version

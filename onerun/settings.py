@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from onerun.errors import Problem, SettingsError
+from onerun.runtime.services import SERVICE_NAMES
 from onerun.secret import Secret
-from onerun.services import SERVICE_NAMES
 
 DbBackend = Literal["sqlite", "mysql"]
 LogFormat = Literal["text", "json"]

@@ -121,7 +121,7 @@ def load_agent_keys(layout: Layout, log: Logger, timeout: float = AGENT_WAIT_SEC
     this one-shot does what the packaged unit's ExecStartPost does
     (share/pkgs/services/systemd/opennebula-ssh-agent.service). A failed ssh-add is a
     warning, as there: the agent runs without keys. Exit 1 only when the agent never
-    listened, whose own failure then ends the pod (onerun.critical).
+    listened, whose own failure then ends the pod (onerun.runtime.critical).
     """
     socket_path = layout.ssh_agent_sock
     deadline = time.monotonic() + timeout

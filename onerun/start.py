@@ -12,6 +12,7 @@ import os
 import sys
 from typing import Any
 
+from onerun.config.render import render_configs
 from onerun.fileerrors import failed_path, file_error
 from onerun.ha.start import Formed, form_zone, zone_program
 from onerun.layout import Layout
@@ -19,10 +20,9 @@ from onerun.log import Logger
 from onerun.observe import observe
 from onerun.plan import ApplyContext, Plan
 from onerun.policy import Decision, decide
-from onerun.render import render_configs
-from onerun.services import plan_programs
+from onerun.runtime.services import plan_programs
+from onerun.runtime.supervisor import exec_supervisord, supervisor_actions, supervisord_argv
 from onerun.settings import Settings
-from onerun.supervisor import exec_supervisord, supervisor_actions, supervisord_argv
 from onerun.upgrade import UpgradeSchema
 
 

@@ -27,8 +27,8 @@ from onerun.ha.wire import WireError, fetch_snapshot, unpack_snapshot
 from onerun.ha.zone import ZoneClient, local_servers, named
 from onerun.layout import SERVICE_AUTH_FILES, Layout
 from onerun.log import Logger
-from onerun.oneapi import OneApiError
 from onerun.plan import ApplyContext
+from onerun.runtime.oneapi import OneApiError
 from onerun.settings import HaSettings, Settings
 
 ONED = "/usr/bin/oned"
@@ -64,7 +64,7 @@ def _ha(settings: Settings) -> HaSettings:
 
 
 def _oned_environment(layout: Layout) -> dict[str, str]:
-    """What supervisord gives oned (onerun/services.py), for the solo run."""
+    """What supervisord gives oned (onerun/runtime/services.py), for the solo run."""
     account = layout.oneadmin
     return {"HOME": str(layout.var_lib_one), "USER": account.name, "LOGNAME": account.name,
             "ONE_AUTH": str(layout.one_auth), "LANG": "C.UTF-8",
@@ -109,7 +109,7 @@ class FoundZone:
             server_id = client.add_server(ha.server_name, ha.endpoint)
             # Members that join copy this DB before any post-start ran: the fingerprint
             # must be in it for them to prove the shared ONE_KEY (onerun/onekey.py).
-            from onerun.poststart import record_key_fingerprint
+            from onerun.runtime.poststart import record_key_fingerprint
 
             record_key_fingerprint(client, self.layout, Logger(self.settings.log_format))
         finally:

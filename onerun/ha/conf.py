@@ -8,7 +8,7 @@ failover times); other RAFT keys (LOG_RETENTION, ...) stay ONERUN_CONFIG's.
 
 from __future__ import annotations
 
-from onerun import oneconf
+from onerun.config import oneconf
 from onerun.settings import HaSettings
 
 SOLO = -1

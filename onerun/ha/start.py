@@ -30,9 +30,9 @@ from onerun.ha.wire import Responder, ServiceState, ZoneHTTPServer, ask, write_s
 from onerun.ha.zone import ZoneClient, local_servers
 from onerun.layout import SERVICE_AUTH_FILES, Layout
 from onerun.log import Logger
-from onerun.oneapi import OneApiError, read_session
 from onerun.plan import ApplyContext, Check, EnsureDirectory, Plan, Refusal
-from onerun.services import Program, onerun_argv
+from onerun.runtime.oneapi import OneApiError, read_session
+from onerun.runtime.services import Program, onerun_argv
 from onerun.settings import HaSettings, Settings
 
 POLL_SECONDS = 2.0
@@ -88,9 +88,9 @@ def step_plan(settings: Settings, layout: Layout, step: Found | Join, log: Logge
             EnsureDirectory(layout.state_dir, 0o700, why="the copy, before it is installed"),
             JoinZone(settings, layout, step.leader_endpoint, step.source, step.server_id),
         ])
+    from onerun.config.render import render_configs
     from onerun.observe import observe
     from onerun.policy import decide
-    from onerun.render import render_configs
     from onerun.upgrade import UpgradeSchema
 
     decision = decide(settings, observe(settings, layout, log.info), layout)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from onerun.oneapi import OneApiError, OneClient
+from onerun.runtime.oneapi import OneApiError, OneClient
 
 ZONE_ID = 0  # Raft HA runs in the zone of a standalone oned (FEDERATION/ZONE_ID 0)
 

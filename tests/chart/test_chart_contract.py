@@ -23,9 +23,9 @@ from chartlib import (
     render_error,
 )
 
-from onerun import probe
 from onerun.errors import SettingsError
 from onerun.layout import Layout
+from onerun.runtime import probe
 from onerun.settings import Settings, load_settings
 
 DATABASES: dict[str, dict[str, Any]] = {

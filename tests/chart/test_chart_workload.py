@@ -11,9 +11,9 @@ from chartlib import CHART_DIR, FULLNAME, Rendered, chart, container, env, rende
 from ruamel.yaml import YAML
 
 from onerun.layout import Layout
-from onerun.services import INSTALLED_BY, plan_programs
+from onerun.runtime.services import INSTALLED_BY, plan_programs
+from onerun.runtime.supervisor import stop_budget_seconds
 from onerun.settings import load_settings
-from onerun.supervisor import stop_budget_seconds
 
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 

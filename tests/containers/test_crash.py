@@ -18,7 +18,7 @@ USERS = 200
 # line per acknowledged user, flushed at once (the test may kill the container any time).
 BURST = f"""
 import os, sys
-from onerun.oneapi import OneClient
+from onerun.runtime.oneapi import OneClient
 client = OneClient("http://127.0.0.1:2633/RPC2", os.environ["SESSION"], 30)
 for i in range({USERS}):
     name = f"burst-{{i:03d}}"

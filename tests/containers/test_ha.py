@@ -30,7 +30,7 @@ POD_NAME = "one-opennebula-{}"
 
 _CALL = """
 import json, os
-from onerun.oneapi import OneClient, OneApiError
+from onerun.runtime.oneapi import OneClient, OneApiError
 method, args = json.loads(os.environ["HA_CALL"])
 client = OneClient(os.environ["HA_ENDPOINT"], os.environ["HA_SESSION"], 30)
 try:
@@ -209,7 +209,7 @@ def test_formation_from_nothing_to_a_three_server_zone(
 # long until another member is leader, and until a write through it succeeds.
 _FAILOVER = """
 import json, os, time
-from onerun.oneapi import OneClient, OneApiError
+from onerun.runtime.oneapi import OneClient, OneApiError
 session = os.environ["HA_SESSION"]
 leader, others = json.loads(os.environ["HA_PORTS"])
 def client(port, timeout=0.5):

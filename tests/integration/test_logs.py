@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from onerun.logs import Follower, read_state
 from onerun.plan import ApplyContext
-from onerun.supervisor import MarkLogsShown
+from onerun.runtime.logs import Follower, read_state
+from onerun.runtime.supervisor import MarkLogsShown
 
 
 def _follower(log_dir: Path, max_bytes: int = 1 << 20, fmt: str = "text") -> tuple[Follower,

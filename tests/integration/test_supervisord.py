@@ -26,16 +26,16 @@ from pathlib import Path
 import pytest
 from testlib import descendants, stop_process_tree
 
-from onerun import services
 from onerun.layout import Layout
 from onerun.marker import read_start_record
 from onerun.plan import ApplyContext
-from onerun.services import plan_programs
-from onerun.settings import load_settings
-from onerun.supervisor import (
+from onerun.runtime import services
+from onerun.runtime.services import plan_programs
+from onerun.runtime.supervisor import (
     stop_budget_seconds,
     supervisor_actions,
 )
+from onerun.settings import load_settings
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs supervisord as root with user=")
 
@@ -203,7 +203,7 @@ def _start(root: Path, environ: dict[str, str], cwd: Path | None = None,
     parent = {**os.environ, **environ}
     # The production hand-off: onerun forks the stdout relay, then execs supervisord.
     launcher = [sys.executable, "-c", "import os, sys; from onerun.layout import Layout; "
-                "from onerun.supervisor import exec_supervisord; "
+                "from onerun.runtime.supervisor import exec_supervisord; "
                 "exec_supervisord(Layout.from_env(sys.argv[1]), os.environ)", str(root)]
     return Supervisord(launcher, parent, cwd), programs
 

@@ -68,7 +68,7 @@ def test_console_script_matches_python_m(tmp_path: Path) -> None:
 
 
 COMMANDS = {
-    "render": ("onerun.render", ["render"]),
+    "render": ("onerun.config.render", ["render"]),
     "start --dry-run": ("onerun.start", ["start", "--dry-run"]),
 }
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from testlib import UPSTREAM_VERSIONS
 
-from onerun import oneconf, render
+from onerun.config import oneconf, render
 from onerun.layout import Layout
 from onerun.plan import WriteFile
 from onerun.settings import load_settings

@@ -12,7 +12,7 @@ from xmlrpc.server import SimpleXMLRPCServer
 
 import pytest
 
-from onerun.oneapi import (
+from onerun.runtime.oneapi import (
     AUTHENTICATION_ERROR,
     DEFAULT_ENDPOINT,
     OneApiError,

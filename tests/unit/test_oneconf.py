@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from testlib import PROJECT, UPSTREAM, UPSTREAM_VERSIONS, require_shared
 
-from onerun import oneconf
+from onerun.config import oneconf
 
 # Files in the template grammar (one_drs.conf and the *-server.conf files are YAML).
 TEMPLATE_FILES = ("oned.conf", "monitord.conf", "rank.conf")

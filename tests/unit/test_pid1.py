@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-from onerun.pid1 import OutputRelay
+from onerun.runtime.pid1 import OutputRelay
 
 
 def _chunk(name: str, channel: str, data: bytes) -> SimpleNamespace:

@@ -21,7 +21,7 @@ from xmlrpc.server import SimpleXMLRPCServer
 
 import pytest
 
-from onerun import probe
+from onerun.runtime import probe
 
 PROJECT = Path(__file__).resolve().parents[2]
 SESSION = "oneadmin:probepass"
@@ -500,11 +500,11 @@ def test_liveness_fails_when_a_critical_program_is_fatal(
 
 def test_liveness_and_supervisord_s_hook_share_the_critical_programs(tmp_path: Path) -> None:
     """What supervisord's hook ends the pod for is exactly what liveness fails on."""
-    from onerun.critical import CRITICAL_PROGRAMS
     from onerun.layout import Layout
-    from onerun.services import INSTALLED_BY, plan_programs
+    from onerun.runtime.critical import CRITICAL_PROGRAMS
+    from onerun.runtime.services import INSTALLED_BY, plan_programs
+    from onerun.runtime.supervisor import render_config
     from onerun.settings import load_settings
-    from onerun.supervisor import render_config
 
     for path in INSTALLED_BY.values():
         (tmp_path / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
@@ -518,18 +518,19 @@ def test_liveness_and_supervisord_s_hook_share_the_critical_programs(tmp_path: P
 
 
 def test_liveness_path_imports_no_catalogue(tmp_path: Path) -> None:
-    """Liveness reads the critical names from onerun.critical, not the whole catalogue."""
+    """Liveness reads the critical names from onerun.runtime.critical, not the whole catalogue."""
     code = (
         "import sys\nfrom onerun.entry import main\n"
         f"sys.argv = ['onerun', 'probe', 'liveness', '--root', {str(tmp_path)!r}]\n"
         "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
         "print('LOADED', sorted(m for m in sys.modules if m in "
-        "{'onerun.critical', 'onerun.services', 'onerun.settings', 'typing'}), code)\n"
+        "{'onerun.runtime.critical', 'onerun.runtime.services', 'onerun.settings',"
+        " 'typing'}), code)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=PROJECT, timeout=10, check=False)
     # No supervisord under tmp_path: not alive, after the critical names were loaded.
-    assert done.stdout.splitlines()[-1] == "LOADED ['onerun.critical'] 1", done.stdout
+    assert done.stdout.splitlines()[-1] == "LOADED ['onerun.runtime.critical'] 1", done.stdout
 
 
 def _oned_running_for(monkeypatch: pytest.MonkeyPatch, seconds: int, pid: int = 4242) -> None:

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from testlib import PROJECT, UPSTREAM_VERSIONS
 
-from onerun import oneconf, render, yamlconf
+from onerun.config import oneconf, render, yamlconf
 from onerun.errors import SettingsError, UnsafeStateError
 from onerun.layout import Layout
 from onerun.plan import ApplyContext, Check, Plan, WriteFile
@@ -33,7 +33,7 @@ RENDERED = {"oned.conf", "monitord.conf", "oneflow-server.conf", "onegate-server
 
 # ------------------------------------------------------------------ independent reader
 # Reads the DB vector the way reference 3.2 describes the grammar, with plain regexes and
-# none of onerun.oneconf: a quoted body is any char but '"' or the pair '\"', and only
+# none of onerun.config.oneconf: a quoted body is any char but '"' or the pair '\"', and only
 # '\"' unescapes. Good enough for the files onerun writes (no value ends in a backslash).
 _QUOTED = r'"(?:\\"|[^"])*"'
 _DB_VECTOR = re.compile(r'^[ \t]*DB[ \t]*=[ \t]*\[((?:' + _QUOTED + r'|[^\]"])*)\]', re.M | re.I)

@@ -8,9 +8,9 @@ import pytest
 from testlib import write_image_versions
 
 from onerun.layout import Layout
-from onerun.services import INSTALLED_BY, plan_programs, service_auth_files
+from onerun.runtime.services import INSTALLED_BY, plan_programs, service_auth_files
+from onerun.runtime.supervisor import stop_budget_seconds
 from onerun.settings import load_settings
-from onerun.supervisor import stop_budget_seconds
 
 
 def _install(root: Path, *names: str) -> None:

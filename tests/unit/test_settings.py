@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from onerun.errors import EXIT_SETTINGS, Problem, SettingsError
+from onerun.runtime.services import SERVICE_NAMES
 from onerun.secret import Secret
-from onerun.services import SERVICE_NAMES
 from onerun.settings import PASSWORD_MAX_BYTES, Settings, load_settings
 
 SECRETS = ("ONEADMIN_PASSWORD", "DB_PASSWORD", "ONE_KEY")

@@ -19,21 +19,21 @@ import pytest
 from supervisor.options import ServerOptions
 from testlib import write_image_versions
 
-from onerun.critical import CRITICAL_PROGRAMS
 from onerun.layout import Layout
 from onerun.log import Logger
 from onerun.marker import read_start_record, write_start_record
-from onerun.pid1 import make_hooks
 from onerun.plan import ApplyContext
-from onerun.poststart import heal_service_auth_files, wait_for_oned
-from onerun.services import INSTALLED_BY, plan_programs
-from onerun.settings import load_settings
-from onerun.supervisor import (
+from onerun.runtime.critical import CRITICAL_PROGRAMS
+from onerun.runtime.pid1 import make_hooks
+from onerun.runtime.poststart import heal_service_auth_files, wait_for_oned
+from onerun.runtime.services import INSTALLED_BY, plan_programs
+from onerun.runtime.supervisor import (
     render_config,
     scrubbed_environment,
     supervisor_actions,
     supervisord_argv,
 )
+from onerun.settings import load_settings
 
 
 def _programs(root: Path) -> list:
@@ -236,7 +236,7 @@ def test_wait_oned_with_root_reads_one_auth_there(tmp_path: Path, fake_oned: tup
 def test_log_files_are_never_created_or_opened_through_a_link(tmp_path: Path) -> None:
     """/var/log/one belongs to oneadmin: as root, following a link planted there would
     create, open or chown any file oneadmin names."""
-    from onerun.supervisor import EnsureLogFile
+    from onerun.runtime.supervisor import EnsureLogFile
 
     log_dir = tmp_path / "var/log/one"
     log_dir.mkdir(parents=True)
@@ -256,7 +256,7 @@ def test_log_files_are_never_created_or_opened_through_a_link(tmp_path: Path) ->
 
 
 def test_a_fifo_in_place_of_a_log_file_does_not_block_the_start(tmp_path: Path) -> None:
-    from onerun.supervisor import EnsureLogFile
+    from onerun.runtime.supervisor import EnsureLogFile
 
     fifo = tmp_path / "oned.log"
     os.mkfifo(fifo)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from testlib import PROJECT, UPSTREAM, UPSTREAM_VERSIONS, require_shared
 
-from onerun import yamlconf
+from onerun.config import yamlconf
 
 SERVICE_CONFIGS = (
     "oneflow-server.conf", "onegate-server.conf", "fireedge-server.conf",

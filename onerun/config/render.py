@@ -21,7 +21,7 @@ from typing import Any
 
 import jinja2
 
-from onerun import oneconf, yamlconf
+from onerun.config import oneconf, yamlconf
 from onerun.errors import Problem, SettingsError, UnsafeStateError
 from onerun.fileerrors import file_error
 from onerun.ha.conf import apply_zone

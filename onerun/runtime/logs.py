@@ -2,7 +2,7 @@
 
 oned, monitord, FireEdge and the Ruby servers write their logs to files in /var/log/one
 (their stdout and stderr reach the container's stdout through supervisord's hook,
-onerun/pid1.py). This follower prints each new line of those files, prefixed with the
+onerun/runtime/pid1.py). This follower prints each new line of those files, prefixed with the
 service's name, so ``kubectl logs`` shows everything, and keeps each file bounded: past
 ONERUN_LOG_MAX_BYTES it empties the file in place after reading it (every writer appends
 with O_APPEND, so the next write lands at the new end).
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from onerun.layout import Layout
-from onerun.logline import format_line, split_lines
+from onerun.runtime.logline import format_line, split_lines
 
 TYPE_CHECKING = False  # typing only for annotations: the follower is resident
 if TYPE_CHECKING:

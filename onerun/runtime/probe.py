@@ -201,14 +201,14 @@ class _Oned:
     """oned's XML-RPC API as ``oneuser`` finds it: ONE_AUTH or one_auth, ONE_XMLRPC or local."""
 
     def __init__(self, layout: Layout, deadline: Deadline) -> None:
-        from onerun.oneapi import endpoint_from_env, one_auth_path
+        from onerun.runtime.oneapi import endpoint_from_env, one_auth_path
 
         self.endpoint = endpoint_from_env()
         self.auth_path = one_auth_path(layout.one_auth)
         self.deadline = deadline
 
     def session(self) -> str:
-        from onerun.oneapi import OneApiError, read_session
+        from onerun.runtime.oneapi import OneApiError, read_session
 
         try:
             return read_session(self.auth_path)
@@ -220,7 +220,7 @@ class _Oned:
 
     def call(self, session: str, method: str, timeout: float, *args: object) -> str:
         """The call's string value, or ProbeFailure saying why not in oned's terms."""
-        from onerun.oneapi import OneApiError, OneClient
+        from onerun.runtime.oneapi import OneApiError, OneClient
 
         self.deadline.step = method
         try:
@@ -289,7 +289,7 @@ def check_via_cli(layout: Layout, deadline: Deadline) -> str:
     """The community image's check, ``oneuser show 0``, bounded by the deadline."""
     import subprocess
 
-    from onerun.oneapi import one_auth_path
+    from onerun.runtime.oneapi import one_auth_path
 
     packaged = layout.binary("/usr/bin/oneuser")
     program = str(packaged) if packaged.exists() else "oneuser"
@@ -315,14 +315,14 @@ def check_liveness(layout: Layout, deadline: Deadline, grace: float,
                    api_threshold: float = DEFAULT_API_THRESHOLD) -> str:
     """Alive while supervisord runs oned (STARTING or RUNNING) and no critical program is FATAL.
 
-    Critical means what supervisord's hook ends the pod for (onerun.critical): another
+    Critical means what supervisord's hook ends the pod for (onerun.runtime.critical): another
     service that stays FATAL leaves the pod up, as the hook does, so a broken FireEdge
     does not restart oned. A busy oned (bootstrap, upgrade, slow DB) must not get the pod
     killed: only an oned RUNNING for longer than ``grace`` (supervisord's own
     ``start``/``now`` times) whose port refuses connections now, or whose API has
     answered nothing for ``api_threshold`` seconds, counts as dead.
     """
-    from onerun.critical import CRITICAL_PROGRAMS
+    from onerun.runtime.critical import CRITICAL_PROGRAMS
 
     processes = supervisor_processes(str(layout.supervisor_sock), deadline)
     by_name = {str(process.get("name")): process for process in processes}
@@ -367,7 +367,7 @@ def _check_oned_answers(layout: Layout, identity: str, up: int, deadline: Deadli
     import socket
     from urllib.parse import urlsplit
 
-    from onerun.oneapi import endpoint_from_env
+    from onerun.runtime.oneapi import endpoint_from_env
 
     endpoint = endpoint_from_env()
     url = urlsplit(endpoint)
@@ -413,7 +413,7 @@ def _api_silence(layout: Layout, deadline: Deadline, endpoint: str) -> str:
     import http.client
     import xmlrpc.client
 
-    from onerun.oneapi import OneApiError, OneClient, one_auth_path, read_session
+    from onerun.runtime.oneapi import OneApiError, OneClient, one_auth_path, read_session
 
     try:
         session = read_session(one_auth_path(layout.one_auth))

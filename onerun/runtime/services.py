@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from onerun.critical import CRITICAL_PROGRAMS, CRITICAL_SERVICES, POST_START_PROGRAM
+from onerun.runtime.critical import CRITICAL_PROGRAMS, CRITICAL_SERVICES, POST_START_PROGRAM
 from onerun.versions import Version, read_release
 
 if TYPE_CHECKING:
@@ -36,10 +36,10 @@ SERVICE_NAMES = (
 
 # onerun's own programs under supervisord: the resident log follower and the one-shot
 # that loads oneadmin's keys into ssh-agent. (Programs' output and critical failures
-# are handled inside supervisord's process, onerun/pid1.py, by no program of their own.)
+# are handled inside supervisord's process, onerun/runtime/pid1.py, by no program of their own.)
 LOGS_PROGRAM = "onerun-logs"
 SSH_ADD_PROGRAM = "onerun-ssh-add"
-# POST_START_PROGRAM, the one-shot, is in onerun.critical (the probe reads it there).
+# POST_START_PROGRAM, the one-shot, is in onerun.runtime.critical (the probe reads it there).
 
 # PATH of the packaged oned unit: the override directory holds the ssh wrapper.
 OVERRIDE_DIR = "/usr/lib/one/sh/override"
@@ -109,7 +109,7 @@ class Program:
 
     ``command`` is the argv as supervisord runs it (already wrapped in ``onerun
     wait-oned`` where the program needs oned). Its stdout and stderr reach the
-    container's stdout prefixed with ``name`` (onerun/pid1.py); ``log_files`` are the
+    container's stdout prefixed with ``name`` (onerun/runtime/pid1.py); ``log_files`` are the
     files it writes itself, which the follower prints. Every program runs as oneadmin.
     """
 
@@ -126,7 +126,7 @@ class Program:
 
     @property
     def critical(self) -> bool:
-        """Its FATAL or unexpected exit ends the pod (onerun.critical, the one list)."""
+        """Its FATAL or unexpected exit ends the pod (onerun.runtime.critical, the one list)."""
         return self.name in CRITICAL_PROGRAMS
 
 

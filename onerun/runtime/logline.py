@@ -1,8 +1,8 @@
 """One log line as it reaches the container's stdout: ``[service] text``, or with
 ONERUN_LOG_FORMAT=json ``{"service", "file", "msg"}``.
 
-Shared by the follower of log files (onerun/logs.py) and supervisord's hook, which
-prints the programs' own stdout and stderr (onerun/pid1.py). Stdlib only.
+Shared by the follower of log files (onerun/runtime/logs.py) and supervisord's hook, which
+prints the programs' own stdout and stderr (onerun/runtime/pid1.py). Stdlib only.
 """
 
 from __future__ import annotations

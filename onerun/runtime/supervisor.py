@@ -21,9 +21,9 @@ from typing import Any, NoReturn
 from onerun.errors import OnerunError
 from onerun.fsutil import atomic_write, running_as_root
 from onerun.layout import Layout
-from onerun.logs import STATE_FILE, current_ends
 from onerun.plan import Action, ApplyContext, EnsureDirectory, RemoveFile
-from onerun.services import LOGS_PROGRAM, Program
+from onerun.runtime.logs import STATE_FILE, current_ends
+from onerun.runtime.services import LOGS_PROGRAM, Program
 from onerun.settings import Settings
 
 # Variables passed on to supervisord and so to every program. Nothing else: the
@@ -88,7 +88,7 @@ class EnsureLogFile:
 @dataclass(frozen=True)
 class MarkLogsShown:
     """Before supervisord starts: lines already in the logs are from an earlier run and
-    are not printed again by the follower (onerun/logs.py); anything written from now on
+    are not printed again by the follower (onerun/runtime/logs.py); anything written from now on
     is."""
 
     log_dir: Path
@@ -139,7 +139,7 @@ def render_config(layout: Layout, programs: list[Program], *, run_as_root: bool)
     import jinja2
 
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("onerun", "templates"),
+        loader=jinja2.PackageLoader("onerun.runtime", "templates"),
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False,  # noqa: S701 - an INI file, not HTML
     )
     env.filters["argv"] = _argv_filter
@@ -184,7 +184,8 @@ def supervisor_actions(settings: Settings, layout: Layout,
 
 def supervisord_argv(layout: Layout) -> list[str]:
     """``onerun supervisord -n -c <conf>``: supervisord's main loop with onerun's hook in
-    its process (onerun/pid1.py), run by this interpreter, which has supervisor installed."""
+    its process (onerun/runtime/pid1.py), run by this interpreter, which has supervisor
+    installed."""
     if importlib.util.find_spec("supervisor") is None:
         raise OnerunError("supervisord is not installed (pip install supervisor)")
     return [sys.executable, "-m", "onerun", "supervisord", "-n", "-c",

@@ -29,8 +29,14 @@ from onerun.fsutil import atomic_write
 from onerun.layout import Layout
 from onerun.log import Logger
 from onerun.marker import write_start_record
-from onerun.oneapi import OneApiError, OneClient, endpoint_from_env, one_auth_path, read_session
-from onerun.services import service_auth_files
+from onerun.runtime.oneapi import (
+    OneApiError,
+    OneClient,
+    endpoint_from_env,
+    one_auth_path,
+    read_session,
+)
+from onerun.runtime.services import service_auth_files
 
 SERVERADMIN = "serveradmin"
 SERVERADMIN_ID = 1

@@ -1,5 +1,5 @@
 """The programs the pod cannot serve without, in one place for supervisord's hook
-(onerun/pid1.py; the rendered config lists them) and the liveness probe.
+(onerun/runtime/pid1.py; the rendered config lists them) and the liveness probe.
 
 No imports at all: the probe reads this on every run (docs/probes.md). A critical
 program is never restarted in place (a crashed oned leaves its lock); its FATAL ends

@@ -17,7 +17,7 @@ What the hooks do, and why in-process rather than in programs of their own
   output; a dead relay left the FIFO without a reader and supervisord blocked for good
   in opening it. Now no process stands between a program and stdout, and supervisord
   opens no file on a program's behalf.
-- A critical program (onerun.critical) that goes FATAL or exits unexpectedly sets
+- A critical program (onerun.runtime.critical) that goes FATAL or exits unexpectedly sets
   supervisord's mood to SHUTDOWN, exactly what its SIGTERM handler does
   (Supervisor.handle_signal in supervisor/supervisord.py), so every program stops in
   order; once supervisord's main loop returns, this process exits with EXIT_CRITICAL
@@ -35,7 +35,7 @@ import sys
 from typing import Any
 
 from onerun.log import Logger
-from onerun.logline import format_line, split_lines
+from onerun.runtime.logline import format_line, split_lines
 
 # README's exit-code table. 70 is EX_SOFTWARE of sysexits.h; it is none of the start-time
 # codes (0-4, 143), below 126-128+n, which shells and container runtimes use for
