@@ -19,12 +19,13 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from testlib import DB_FIXTURES, require_shared
+from testlib import DB_FIXTURES, lay_out_etc_dist, require_shared, write_image_versions
 
 RECORDED = Path(__file__).parent / "data" / "plans"
 RECORD = os.environ.get("ONERUN_RECORD_PLANS") == "1"
@@ -114,11 +115,22 @@ def outcome(root: Path, env: dict[str, str]) -> dict[str, Any]:
     return {"exit_code": dry.returncode, "plan": plan, "rendered": rendered}
 
 
+@pytest.fixture
+def fixed_length_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A root whose path has the same length in every run: some files hold the root's path,
+    and the plan shows their sizes (pytest's own tmp_path grows with --basetemp)."""
+    root = Path(tempfile.mkdtemp(prefix="onerun-plan-", dir="/tmp"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_the_plan_and_the_rendered_configs_are_the_recorded_ones(
-        name: str, make_root: Callable[..., Path]) -> None:
+        name: str, fixed_length_root: Path) -> None:
     release, scenario_env, volume = SCENARIOS[name]
-    root = make_root(release, image_release=release, image_db_version=release)
+    root = fixed_length_root
+    lay_out_etc_dist(root, release)
+    write_image_versions(root, release, release)
     env = {key: value.replace("<root>", str(root)) for key, value in scenario_env.items()}
     if volume is not None:
         volume(root)
