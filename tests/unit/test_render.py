@@ -329,7 +329,8 @@ def test_demo_etc_dist_renders(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ generated passwords
-# What settings.check_password allows: printable, no '"' '\' "'" or whitespace, no "]]>".
+# What the password rule (onerun/settings/rules.py) allows: printable, no '"' '\' "'" or
+# whitespace, no "]]>".
 # (these categories are exactly what str.isprintable rejects, whitespace included)
 _allowed_char = st.characters(
     blacklist_categories=("Cs", "Cc", "Cf", "Co", "Cn", "Zs", "Zl", "Zp"),
