@@ -64,6 +64,15 @@ _FALSE = frozenset({"", "0", "false", "no", "off"})
 
 
 @dataclass(frozen=True)
+class PodLabelling:
+    """ONERUN_HA_LABEL_POD: where oned's Raft hooks label this pod with its role."""
+
+    api: str  # the Kubernetes API server, https://host:port
+    namespace: str
+    pod: str
+
+
+@dataclass(frozen=True)
 class HaSettings:
     """One member of an HA zone (docs/ha.md). Every member lists the same ``members``."""
 
@@ -75,6 +84,7 @@ class HaSettings:
     election_timeout_ms: int = HA_ELECTION_TIMEOUT_MS
     broadcast_timeout_ms: int = HA_BROADCAST_TIMEOUT_MS
     wait_timeout: float = HA_WAIT_TIMEOUT
+    label_pod: PodLabelling | None = None  # None: oned runs no Raft hook
 
     @property
     def peers(self) -> tuple[str, ...]:
@@ -562,6 +572,33 @@ def _ha_members(c: _Collector) -> tuple[str, ...]:
     return members
 
 
+def _ha_label_pod(c: _Collector, overrides: Mapping[str, Any]) -> PodLabelling | None:
+    """ONERUN_HA_LABEL_POD=1: the pod oned's Raft hooks label, and the API they reach."""
+    for hook in ("RAFT_LEADER_HOOK", "RAFT_FOLLOWER_HOOK"):
+        if _has_key(overrides.get("oned", {}), hook):
+            c.problem(f"ONERUN_CONFIG: oned.{hook}", "onerun sets the Raft hooks to label "
+                      "the pod when ONERUN_HA_LABEL_POD=1", f"remove {hook} from "
+                      "ONERUN_CONFIG, or set ONERUN_HA_LABEL_POD=0")
+    # The values go into oned.conf's hook ARGUMENTS, which oned splits on spaces.
+    given = {"KUBERNETES_SERVICE_HOST": c.text("KUBERNETES_SERVICE_HOST"),
+             "KUBERNETES_SERVICE_PORT": c.text("KUBERNETES_SERVICE_PORT"),
+             "POD_NAMESPACE": c.text("POD_NAMESPACE"), "POD_NAME": c.text("POD_NAME")}
+    rules = {"KUBERNETES_SERVICE_HOST": r"[A-Za-z0-9.:\-]+",
+             "KUBERNETES_SERVICE_PORT": r"[0-9]{1,5}",
+             "POD_NAMESPACE": r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?",
+             "POD_NAME": r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"}
+    wrong = [n for n, v in given.items() if v is None or not re.fullmatch(rules[n], v)]
+    if wrong:
+        c.problem("ONERUN_HA_LABEL_POD", f"needs {', '.join(wrong)} to label this pod: unset "
+                  "or malformed", "run in a Kubernetes pod with POD_NAME and POD_NAMESPACE "
+                  "from the downward API (the chart sets them), or set ONERUN_HA_LABEL_POD=0")
+        return None
+    host = str(given["KUBERNETES_SERVICE_HOST"])
+    return PodLabelling(api=f"https://{f'[{host}]' if ':' in host else host}:"
+                            f"{given['KUBERNETES_SERVICE_PORT']}",
+                        namespace=str(given["POD_NAMESPACE"]), pod=str(given["POD_NAME"]))
+
+
 def _ha(c: _Collector, overrides: Mapping[str, Any], password: Secret | None,
         one_key: Secret | None, backend: DbBackend) -> HaSettings | None:
     """ONERUN_HA_*: unset ONERUN_HA_MEMBERS means no zone, and the rest is ignored."""
@@ -609,10 +646,12 @@ def _ha(c: _Collector, overrides: Mapping[str, Any], password: Secret | None,
             c.problem(variable, "is required when ONERUN_HA_MEMBERS is set: every member must "
                       "use the same one (docs/ha.md)", f"set {variable}(_FILE) from the Secret "
                       "every member mounts")
+    label_pod = _ha_label_pod(c, overrides) if c.boolean("ONERUN_HA_LABEL_POD") else None
     return HaSettings(
         members=members, address=address, server_name=name, endpoint=endpoint,
         oned_port=port, election_timeout_ms=election, broadcast_timeout_ms=broadcast,
         wait_timeout=c.number("ONERUN_HA_WAIT_TIMEOUT", HA_WAIT_TIMEOUT, 0, 86400),
+        label_pod=label_pod,
     )
 
 

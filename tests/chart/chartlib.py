@@ -111,6 +111,8 @@ def secret_value(rendered: Rendered, name: str, key: str) -> str:
 POD_NAME = f"{FULLNAME}-0"
 HOST_IP = "192.0.2.10"  # TEST-NET-1: what status.hostIP would give
 _FIELDS = {"metadata.name": POD_NAME, "metadata.namespace": NAMESPACE, "status.hostIP": HOST_IP}
+# The kubelet gives every container the API server's address, enableServiceLinks or not.
+KUBELET_ENV = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
@@ -157,7 +159,7 @@ def frontend_runtime(rendered: Rendered, pod_name: str = POD_NAME) -> FrontendRu
     spec = rendered.get("StatefulSet", FULLNAME)["spec"]["template"]["spec"]
     c = next(c for c in spec["containers"] if c["name"] == "opennebula")
     volumes = {v["name"]: v for v in spec["volumes"]}
-    env: dict[str, str] = {}
+    env: dict[str, str] = dict(KUBELET_ENV)
     for item in c["env"]:
         if "value" in item:
             env[item["name"]] = _expand(str(item["value"]), env)

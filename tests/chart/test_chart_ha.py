@@ -1,6 +1,6 @@
-"""An HA zone from the chart: replicaCount 3 (or 5, 7) on sqlite, what each pod is told, and
-what the chart refuses. Each pod's environment goes through onerun's own settings loader, as
-the kubelet would build it for that pod."""
+"""An HA zone from the chart: replicaCount 3 (or 5, 7) on sqlite, what each pod is told, the
+leader routing (label, RBAC, Services), and what the chart refuses. Each pod's environment
+goes through onerun's own settings loader, as the kubelet would build it for that pod."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from chartlib import (
     FULLNAME,
+    KUBELET_ENV,
     NAMESPACE,
     container,
     env,
@@ -20,6 +21,7 @@ from chartlib import (
 from test_chart_contract import load_runtime
 
 from onerun.errors import SettingsError
+from onerun.ha.label import ROLE_LABEL
 from onerun.settings import HA_BROADCAST_TIMEOUT_MS, HA_ELECTION_TIMEOUT_MS
 
 HA: dict[str, Any] = {"replicaCount": 3, "database": {"type": "sqlite"}}
@@ -191,3 +193,96 @@ def test_a_shared_claim_is_refused_in_a_zone() -> None:
 def test_a_host_port_for_monitord_is_refused_in_a_zone() -> None:
     message = render_error(ha(monitord={"hostPort": True}))
     assert "monitord.hostPort" in message and "Set monitord.hostPort=false" in message
+
+
+# --- leader routing: the Raft hooks label the leader pod, a Service selects it -----------
+
+LEADER = f"{FULLNAME}-leader"
+SELECTOR = {"app.kubernetes.io/name": "opennebula", "app.kubernetes.io/instance": "one",
+            "app.kubernetes.io/component": "frontend"}
+
+
+def test_the_role_allows_patching_the_zones_pods_and_nothing_else() -> None:
+    rendered = render(HA)
+    role = rendered.get("Role", f"{FULLNAME}-raft-role")
+    assert role["rules"] == [{
+        "apiGroups": [""], "resources": ["pods"], "verbs": ["patch"],
+        "resourceNames": [f"{FULLNAME}-{i}" for i in range(3)]}]
+    binding = rendered.get("RoleBinding", f"{FULLNAME}-raft-role")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": f"{FULLNAME}-raft-role"}
+    spec = rendered.get("StatefulSet", FULLNAME)["spec"]["template"]["spec"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "namespace": NAMESPACE,
+                                    "name": spec["serviceAccountName"]}]
+    assert spec["serviceAccountName"] in rendered.names("ServiceAccount")
+    # Only this pod template mounts the token; the ServiceAccount itself does not.
+    assert spec["automountServiceAccountToken"] is True
+    assert rendered.get("ServiceAccount", FULLNAME)["automountServiceAccountToken"] is False
+
+
+def test_an_existing_service_account_is_the_one_bound() -> None:
+    rendered = render(ha(serviceAccount={"create": False, "name": "ops"}))
+    binding = rendered.get("RoleBinding", f"{FULLNAME}-raft-role")
+    assert binding["subjects"][0]["name"] == "ops"
+
+
+@pytest.mark.parametrize("ordinal", [0, 2])
+def test_onerun_labels_its_own_pod_through_the_api(ordinal: int, tmp_path: Path) -> None:
+    pod = f"{FULLNAME}-{ordinal}"
+    runtime = frontend_runtime(render(HA), pod_name=pod)
+    assert runtime.env["ONERUN_HA_LABEL_POD"] == "1"
+    settings = load_runtime(runtime, tmp_path)
+    assert settings.ha is not None and settings.ha.label_pod is not None
+    host, port = KUBELET_ENV["KUBERNETES_SERVICE_HOST"], KUBELET_ENV["KUBERNETES_SERVICE_PORT"]
+    assert settings.ha.label_pod.api == f"https://{host}:{port}"
+    assert (settings.ha.label_pod.namespace, settings.ha.label_pod.pod) == (NAMESPACE, pod)
+
+
+def test_the_leader_service_selects_the_pod_the_hooks_label_leader() -> None:
+    rendered = render(HA)
+    leader = rendered.get("Service", LEADER)
+    assert leader["spec"]["selector"] == {**SELECTOR, ROLE_LABEL: "leader"}
+    assert leader["spec"]["type"] == "ClusterIP"
+    assert "publishNotReadyAddresses" not in leader["spec"]  # ready members only
+    ports = {(p["name"], p["port"], p["protocol"]) for p in leader["spec"]["ports"]}
+    assert ports == {("xmlrpc", 2633, "TCP"), ("grpc", 2634, "TCP"),
+                     ("monitord-tcp", 4124, "TCP"), ("monitord-udp", 4124, "UDP")}
+    container_ports = {p["name"] for p in container(rendered)["ports"]}
+    assert {p["targetPort"] for p in leader["spec"]["ports"]} <= container_ports
+
+
+def test_monitoring_goes_to_the_leader(tmp_path: Path) -> None:
+    """Only the leader's monitord works: the hypervisors are told the leader Service's name
+    and the monitord Service selects the leader too."""
+    rendered = render(HA)
+    monitord = rendered.get("Service", f"{FULLNAME}-monitord")
+    assert monitord["spec"]["selector"] == {**SELECTOR, ROLE_LABEL: "leader"}
+    settings = load_runtime(frontend_runtime(rendered), tmp_path)
+    assert settings.monitor_address == f"{LEADER}.{NAMESPACE}.svc.cluster.local"
+    # An address of the operator's still wins.
+    address = env(container(render(ha(opennebula={"monitorAddress": "192.0.2.7"}))))
+    assert address["OPENNEBULA_MONITOR_ADDRESS"] == "192.0.2.7"
+
+
+@pytest.mark.parametrize("values", [
+    {"database": {"type": "sqlite"}},
+    ha(ha={"leaderRouting": {"enabled": False}}),
+], ids=["single front-end", "routing off"])
+def test_without_leader_routing_no_token_no_rbac_no_label(values: dict[str, Any]) -> None:
+    rendered = render(values)
+    assert not rendered.all("Role") and not rendered.all("RoleBinding")
+    assert LEADER not in rendered.names("Service")
+    spec = rendered.get("StatefulSet", FULLNAME)["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    one = env(container(rendered))
+    assert "ONERUN_HA_LABEL_POD" not in one and "POD_NAMESPACE" not in one
+    monitord = rendered.get("Service", f"{FULLNAME}-monitord")
+    assert monitord["spec"]["selector"] == SELECTOR
+    assert one["OPENNEBULA_MONITOR_ADDRESS"] == f"$(POD_NAME).{DOMAIN}"
+
+
+def test_the_notes_show_the_zone_and_its_leader() -> None:
+    notes = render(HA).notes
+    assert "HA zone of 3 front-ends" in notes
+    assert f"Service {LEADER}" in notes and f"-L {ROLE_LABEL}" in notes
+    assert "HA zone" not in render({"database": {"type": "sqlite"}}).notes

@@ -153,6 +153,24 @@ install, so its port is opened only when opennebula.services lists it.
 {{- if gt (int .Values.replicaCount) 1 }}true{{ end }}
 {{- end }}
 
+{{/* Whether oned's Raft hooks label the leader pod (an HA zone with ha.leaderRouting). */}}
+{{- define "opennebula.leaderRouting" -}}
+{{- if and (include "opennebula.ha" .) .Values.ha.leaderRouting.enabled }}true{{ end }}
+{{- end }}
+
+{{/*
+The label oned's Raft hooks set on each member (onerun/ha/label.py, ROLE_LABEL): leader or
+follower. The <fullname>-leader Service selects the leader.
+*/}}
+{{- define "opennebula.raftRoleLabel" -}}
+onerun.io/raft-role
+{{- end }}
+
+{{/* The Service that reaches the Raft leader; at most 63 characters, a DNS label. */}}
+{{- define "opennebula.leaderName" -}}
+{{- printf "%s-leader" (include "opennebula.fullname" . | trunc 56 | trimSuffix "-") }}
+{{- end }}
+
 {{/*
 ONERUN_HA_MEMBERS: every member's zone-service address, host:port, by its stable name through
 the headless Service (the same form as the default OPENNEBULA_HOSTNAME).
