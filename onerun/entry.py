@@ -1,6 +1,7 @@
 """Console entry point. ``onerun probe`` (every few seconds in every pod), ``onerun
-supervisord`` (PID 1) and ``onerun logs`` (resident for the pod's life) skip click and
-every heavy import; everything else goes through the click CLI."""
+supervisord`` (PID 1), ``onerun logs`` (resident for the pod's life) and ``onerun
+raft-hook`` (run by oned at each Raft role change) skip click and every heavy import;
+everything else goes through the click CLI."""
 
 from __future__ import annotations
 
@@ -43,6 +44,10 @@ def main() -> None:
         from onerun.runtime.logs import main as logs_main
 
         sys.exit(logs_main(argv[1:]))
+    if argv[:1] == ["raft-hook"]:
+        from onerun.ha.hook import main as hook_main
+
+        sys.exit(hook_main(argv[1:]))
     if argv[:1] == ["start"]:
         stop_on_signals()
     from onerun.errors import Interrupted

@@ -205,6 +205,11 @@ class Layout:
         """Present while ONERUN_MAINTENANCE=1: the probes read it."""
         return self.run_onerun / "maintenance"
 
+    @property
+    def service_account(self) -> Path:
+        """The pod's Kubernetes API credentials (token, ca.crt), mounted by the kubelet."""
+        return self.path("/var/run/secrets/kubernetes.io/serviceaccount")
+
     # --- what the image installed ----------------------------------------------------
     @property
     def opennebula_rb(self) -> Path:

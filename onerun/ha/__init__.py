@@ -7,6 +7,9 @@ docs/ha.md has the design. The modules, each one concern:
 - ``wire``: onerun's zone service between members (reports, the DB snapshot), its client
   and its authentication;
 - ``actions``: the plan actions that found and join a zone;
+- ``conf``: oned.conf in a zone (FEDERATION, RAFT, the Raft hooks);
+- ``label``: this pod's Raft role as a label, through the Kubernetes API;
+- ``hook``: ``onerun raft-hook``, the command oned runs at each role change;
 - ``start``: the formation loop ``onerun start`` runs before its ordinary plan, and the
   ``zone-serve`` program.
 """

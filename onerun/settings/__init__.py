@@ -23,6 +23,7 @@ from onerun.settings.model import (
     DbBackend,
     HaSettings,
     LogFormat,
+    PodLabelling,
     Settings,
 )
 from onerun.settings.rules import ONE_KEY_MIN_LENGTH, PASSWORD_MAX_BYTES
@@ -37,6 +38,7 @@ __all__ = [
     "DbBackend",
     "HaSettings",
     "LogFormat",
+    "PodLabelling",
     "Settings",
     "load_settings",
 ]

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from onerun.settings.declaration import Reading
-from onerun.settings.model import ONED_DEFAULT_PORT, HaSettings
+from onerun.settings.model import ONED_DEFAULT_PORT, HaSettings, PodLabelling
 from onerun.settings.overrides import get_key, has_key
 from onerun.settings.rules import DIGITS
 
@@ -114,8 +114,39 @@ def zone(reading: Reading) -> HaSettings | None:
             reading.problem(variable, "is required when ONERUN_HA_MEMBERS is set: every member "
                             "must use the same one (docs/ha.md)", f"set {variable}(_FILE) "
                             "from the Secret every member mounts")
+    label_pod = pod_labelling(reading) if values["ONERUN_HA_LABEL_POD"] else None
     return HaSettings(
         members=members, address=address, server_name=name, endpoint=endpoint,
         oned_port=port, election_timeout_ms=election, broadcast_timeout_ms=broadcast,
-        wait_timeout=values["ONERUN_HA_WAIT_TIMEOUT"],
+        wait_timeout=values["ONERUN_HA_WAIT_TIMEOUT"], label_pod=label_pod,
     )
+
+
+# The values go into oned.conf's hook ARGUMENTS, which oned splits on blanks.
+_KUBERNETES = {"KUBERNETES_SERVICE_HOST": re.compile(r"[A-Za-z0-9.:\-]+"),
+               "KUBERNETES_SERVICE_PORT": re.compile(r"[0-9]{1,5}"),
+               "POD_NAMESPACE": re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"),
+               "POD_NAME": re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")}
+
+
+def pod_labelling(reading: Reading) -> PodLabelling | None:
+    """ONERUN_HA_LABEL_POD=1: the pod oned's Raft hooks label, and the API they reach."""
+    overrides: Mapping[str, Any] = reading.values["ONERUN_CONFIG"]
+    for hook in ("RAFT_LEADER_HOOK", "RAFT_FOLLOWER_HOOK"):
+        if has_key(overrides.get("oned", {}), hook):
+            reading.problem(f"ONERUN_CONFIG: oned.{hook}", "onerun sets the Raft hooks to "
+                            "label the pod when ONERUN_HA_LABEL_POD=1", f"remove {hook} from "
+                            "ONERUN_CONFIG, or set ONERUN_HA_LABEL_POD=0")
+    given = {name: reading.values[name] for name in _KUBERNETES}
+    wrong = [name for name, value in given.items()
+             if value is None or not _KUBERNETES[name].fullmatch(value)]
+    if wrong:
+        reading.problem("ONERUN_HA_LABEL_POD", f"needs {', '.join(wrong)} to label this pod: "
+                        "unset or malformed", "run in a Kubernetes pod with POD_NAME and "
+                        "POD_NAMESPACE from the downward API (the chart sets them), or set "
+                        "ONERUN_HA_LABEL_POD=0")
+        return None
+    host = given["KUBERNETES_SERVICE_HOST"]
+    return PodLabelling(api=f"https://{f'[{host}]' if ':' in host else host}:"
+                            f"{given['KUBERNETES_SERVICE_PORT']}",
+                        namespace=given["POD_NAMESPACE"], pod=given["POD_NAME"])

@@ -23,6 +23,15 @@ HA_WAIT_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True)
+class PodLabelling:
+    """ONERUN_HA_LABEL_POD: where oned's Raft hooks label this pod with its role."""
+
+    api: str  # the Kubernetes API server, https://host:port
+    namespace: str
+    pod: str
+
+
+@dataclass(frozen=True)
 class HaSettings:
     """One member of an HA zone (docs/ha.md). Every member lists the same ``members``."""
 
@@ -34,6 +43,7 @@ class HaSettings:
     election_timeout_ms: int = HA_ELECTION_TIMEOUT_MS
     broadcast_timeout_ms: int = HA_BROADCAST_TIMEOUT_MS
     wait_timeout: float = HA_WAIT_TIMEOUT
+    label_pod: PodLabelling | None = None  # None: oned runs no Raft hook
 
     @property
     def peers(self) -> tuple[str, ...]:

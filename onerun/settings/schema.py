@@ -30,6 +30,7 @@ from onerun.settings.rules import (
 )
 
 _ZONE = "ONERUN_HA_MEMBERS"  # the HA variables are read only when it names a zone
+_LABEL = "ONERUN_HA_LABEL_POD"  # the Kubernetes variables are read only when it is on
 _MYSQL = "required when `DB_BACKEND=mysql`"
 
 SETTINGS: tuple[Declaration, ...] = (
@@ -185,4 +186,24 @@ SETTINGS: tuple[Declaration, ...] = (
         "ONERUN_HA_WAIT_TIMEOUT", number(0, 86400),
         "seconds a member waits for the zone (peers, a leader) before exit 4",
         default=HA_WAIT_TIMEOUT, only_with=_ZONE),
+    Declaration(
+        _LABEL, boolean(),
+        "`1`: oned's Raft hooks run `onerun raft-hook leader` (or `follower`), which labels this "
+        "pod `onerun.io/raft-role` through the Kubernetes API ([ha.md](ha.md), \"Leader "
+        "routing\")",
+        default=False, only_with=_ZONE,
+        requires="with it `ONERUN_CONFIG` may not set `RAFT_LEADER_HOOK` nor "
+                 "`RAFT_FOLLOWER_HOOK`"),
+    Declaration(
+        "POD_NAMESPACE", text("a Kubernetes namespace name"),
+        "the pod's namespace (the chart sets it from the downward API): the pod to label",
+        only_with=_LABEL, requires=f"required with `{_LABEL}=1`"),
+    Declaration(
+        "KUBERNETES_SERVICE_HOST", text("a host name or an IP address"),
+        "the Kubernetes API server (the kubelet sets it): where the pod is labelled",
+        only_with=_LABEL, requires=f"required with `{_LABEL}=1`"),
+    Declaration(
+        "KUBERNETES_SERVICE_PORT", text("a port number"),
+        "the Kubernetes API server's port (the kubelet sets it)",
+        only_with=_LABEL, requires=f"required with `{_LABEL}=1`"),
 )

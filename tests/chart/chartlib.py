@@ -110,7 +110,9 @@ def secret_value(rendered: Rendered, name: str, key: str) -> str:
 
 POD_NAME = f"{FULLNAME}-0"
 HOST_IP = "192.0.2.10"  # TEST-NET-1: what status.hostIP would give
-_FIELDS = {"metadata.name": POD_NAME, "status.hostIP": HOST_IP}
+_FIELDS = {"metadata.name": POD_NAME, "metadata.namespace": NAMESPACE, "status.hostIP": HOST_IP}
+# The kubelet gives every container the API server's address, enableServiceLinks or not.
+KUBELET_ENV = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
@@ -147,22 +149,24 @@ def _data_of(rendered: Rendered, kind: str, name: str) -> dict[str, bytes]:
     return {k: v.encode() for k, v in doc.get("data", {}).items()}
 
 
-def frontend_runtime(rendered: Rendered) -> FrontendRuntime:
-    """Env, projected files and writable mounts of the front-end container of ``rendered``.
+def frontend_runtime(rendered: Rendered, pod_name: str = POD_NAME) -> FrontendRuntime:
+    """Env, projected files and writable mounts of the front-end container of ``rendered``,
+    as pod ``pod_name`` of the StatefulSet would have them.
 
     Secrets the chart does not render (existingSecret) cannot be projected and fail here.
     """
+    fields = {**_FIELDS, "metadata.name": pod_name}
     spec = rendered.get("StatefulSet", FULLNAME)["spec"]["template"]["spec"]
     c = next(c for c in spec["containers"] if c["name"] == "opennebula")
     volumes = {v["name"]: v for v in spec["volumes"]}
-    env: dict[str, str] = {}
+    env: dict[str, str] = dict(KUBELET_ENV)
     for item in c["env"]:
         if "value" in item:
             env[item["name"]] = _expand(str(item["value"]), env)
         else:
             ref = item["valueFrom"]
             if "fieldRef" in ref:
-                env[item["name"]] = _FIELDS[ref["fieldRef"]["fieldPath"]]
+                env[item["name"]] = fields[ref["fieldRef"]["fieldPath"]]
             else:
                 key_ref = ref["secretKeyRef"]
                 env[item["name"]] = _data_of(rendered, "Secret", key_ref["name"])[

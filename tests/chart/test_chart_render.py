@@ -83,6 +83,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoSchedule"}],
         "nodeSelector": {"kubernetes.io/os": "linux"},
     },
+    "HA zone of three on sqlite, network policy": {
+        "replicaCount": 3,
+        "database": {"type": "sqlite"},
+        "networkPolicy": {"enabled": True},
+    },
     "maintenance, services subset, no persistence": {
         "opennebula": {"maintenance": True, "services": ["oned", "fireedge", "guacd"]},
         "persistence": {"enabled": False},

@@ -3,6 +3,7 @@ the rest of RAFT still the operator's (ONERUN_CONFIG); nothing changes without a
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -54,3 +55,24 @@ def test_without_a_zone_federation_and_raft_stay_as_packaged(
     document = rendered_oned(root, {}, None)
     for name in ("FEDERATION", "RAFT"):
         assert document.get(name) == packaged.get(name)
+
+
+IN_POD = {"ONERUN_HA_LABEL_POD": "1", "KUBERNETES_SERVICE_HOST": "10.96.0.1",
+          "KUBERNETES_SERVICE_PORT": "443", "POD_NAMESPACE": "cloud", "POD_NAME": "one-1"}
+
+
+@pytest.mark.parametrize("version", UPSTREAM_VERSIONS)
+def test_a_labelled_member_runs_onerun_as_its_raft_hooks(
+        make_root: Callable[..., Path], version: str) -> None:
+    document = rendered_oned(make_root(version), {**ZONE, **IN_POD}, 1)
+    for hook, role in (("RAFT_LEADER_HOOK", "leader"), ("RAFT_FOLLOWER_HOOK", "follower")):
+        vector = document.get(hook)
+        assert vector == {
+            "COMMAND": sys.executable,
+            "ARGUMENTS": f"-m onerun raft-hook {role} --api https://10.96.0.1:443 "
+                         "--namespace cloud --pod one-1"}, hook
+
+
+def test_without_labelling_no_hook_runs(make_root: Callable[..., Path]) -> None:
+    document = rendered_oned(make_root("7.4.0"), ZONE, 1)
+    assert "RAFT_LEADER_HOOK" not in document and "RAFT_FOLLOWER_HOOK" not in document

@@ -89,3 +89,52 @@ def test_raft_timers_are_set_in_one_place(tmp_path: Path) -> None:
     assert list(found) == ["ONERUN_HA_ELECTION_TIMEOUT_MS"]
     config.write_text("oned: {RAFT: {LOG_RETENTION: 5000}}\n")
     assert load_settings({**ZONE, "ONERUN_CONFIG": str(config)}).ha is not None
+
+
+# --- ONERUN_HA_LABEL_POD: the Raft hooks label the pod (docs/ha.md, "Leader routing") ---
+
+IN_POD = {"ONERUN_HA_LABEL_POD": "1", "KUBERNETES_SERVICE_HOST": "10.96.0.1",
+          "KUBERNETES_SERVICE_PORT": "443", "POD_NAMESPACE": "cloud", "POD_NAME": "one-1"}
+
+
+def test_labelling_is_off_unless_asked() -> None:
+    ha = load_settings({**ZONE, **IN_POD, "ONERUN_HA_LABEL_POD": "0"}).ha
+    assert ha is not None and ha.label_pod is None
+
+
+def test_labelling_knows_the_api_and_the_pod() -> None:
+    ha = load_settings({**ZONE, **IN_POD}).ha
+    assert ha is not None and ha.label_pod is not None
+    assert ha.label_pod.api == "https://10.96.0.1:443"
+    assert (ha.label_pod.namespace, ha.label_pod.pod) == ("cloud", "one-1")
+
+
+def test_an_ipv6_api_server_is_bracketed() -> None:
+    ha = load_settings({**ZONE, **IN_POD, "KUBERNETES_SERVICE_HOST": "fd00:10:96::1"}).ha
+    assert ha is not None and ha.label_pod is not None
+    assert ha.label_pod.api == "https://[fd00:10:96::1]:443"
+
+
+def test_labelling_outside_a_zone_is_ignored() -> None:
+    assert load_settings({"ONERUN_HA_LABEL_POD": "1"}).ha is None
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    ({"POD_NAMESPACE": ""}, "POD_NAMESPACE"),
+    ({"KUBERNETES_SERVICE_HOST": ""}, "KUBERNETES_SERVICE_HOST"),
+    ({"POD_NAMESPACE": "cloud --pod other"}, "POD_NAMESPACE"),  # oned splits on blanks
+    ({"POD_NAME": "One_1"}, "POD_NAME"),
+    ({"KUBERNETES_SERVICE_PORT": "https"}, "KUBERNETES_SERVICE_PORT"),
+])
+def test_labelling_needs_a_pod_and_an_api_server(change: dict[str, str], named: str) -> None:
+    found = problems({**ZONE, **IN_POD, **change})
+    assert named in found["ONERUN_HA_LABEL_POD"] and "downward API" in found["ONERUN_HA_LABEL_POD"]
+
+
+def test_labelling_refuses_hooks_of_onerun_config(tmp_path: Path) -> None:
+    config = tmp_path / "onerun.yaml"
+    config.write_text('oned: {RAFT_LEADER_HOOK: {COMMAND: raft/vip.sh, ARGUMENTS: "leader"}}\n')
+    found = problems({**ZONE, **IN_POD, "ONERUN_CONFIG": str(config)})
+    assert "remove RAFT_LEADER_HOOK" in found["ONERUN_CONFIG: oned.RAFT_LEADER_HOOK"]
+    ha = load_settings({**ZONE, "ONERUN_CONFIG": str(config)}).ha  # without labelling: theirs
+    assert ha is not None and ha.label_pod is None

@@ -148,12 +148,75 @@ install, so its port is opened only when opennebula.services lists it.
 {{- end }}
 {{- end }}
 
+{{/* Whether the release runs an HA zone (OpenNebula's Raft): more than one front-end pod. */}}
+{{- define "opennebula.ha" -}}
+{{- if gt (int .Values.replicaCount) 1 }}true{{ end }}
+{{- end }}
+
+{{/* Whether oned's Raft hooks label the leader pod (an HA zone with ha.leaderRouting). */}}
+{{- define "opennebula.leaderRouting" -}}
+{{- if and (include "opennebula.ha" .) .Values.ha.leaderRouting.enabled }}true{{ end }}
+{{- end }}
+
+{{/*
+The label oned's Raft hooks set on each member (onerun/ha/label.py, ROLE_LABEL): leader or
+follower. The <fullname>-leader Service selects the leader.
+*/}}
+{{- define "opennebula.raftRoleLabel" -}}
+onerun.io/raft-role
+{{- end }}
+
+{{/* The Service that reaches the Raft leader; at most 63 characters, a DNS label. */}}
+{{- define "opennebula.leaderName" -}}
+{{- printf "%s-leader" (include "opennebula.fullname" . | trunc 56 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+ONERUN_HA_MEMBERS: every member's zone-service address, host:port, by its stable name through
+the headless Service (the same form as the default OPENNEBULA_HOSTNAME).
+*/}}
+{{- define "opennebula.haMembers" -}}
+{{- $fullname := include "opennebula.fullname" . }}
+{{- $domain := include "opennebula.podDomain" . }}
+{{- $members := list }}
+{{- range $i := until (int .Values.replicaCount) }}
+{{- $members = append $members (printf "%s-%d.%s:%d" $fullname $i $domain (int $.Values.ha.zonePort)) }}
+{{- end }}
+{{- join "," $members }}
+{{- end }}
+
+{{/*
+HA checks: an odd count (a Raft majority), sqlite only (onerun refuses DB_BACKEND=mysql with
+ONERUN_HA_MEMBERS, exit 2, until one database per member is built), one volume per pod.
+*/}}
+{{- define "opennebula.validateHa" -}}
+{{- $n := int .Values.replicaCount }}
+{{- if and (gt $n 1) (eq (mod $n 2) 0) }}
+{{- fail (printf "replicaCount %d is even: a Raft zone of %d tolerates no more failed members than one of %d, and a split in two halves leaves no majority. Set replicaCount to 3, 5 or 7 for an HA zone, or 1 for a single front-end." $n $n (sub $n 1)) }}
+{{- end }}
+{{- if gt $n 1 }}
+{{- if ne .Values.database.type "sqlite" }}
+{{- fail (printf "replicaCount %d (an HA zone) needs database.type sqlite, not %s: onerun refuses DB_BACKEND=mysql with ONERUN_HA_MEMBERS in this release (one database per member on MariaDB is not built yet). Set database.type=sqlite (each pod keeps its database on its own volume), or replicaCount=1." $n .Values.database.type) }}
+{{- end }}
+{{- if .Values.persistence.existingClaim }}
+{{- fail (printf "replicaCount %d (an HA zone) cannot use persistence.existingClaim: every member needs a volume of its own. Unset persistence.existingClaim (the StatefulSet then gives each pod its own claim), or set replicaCount=1." $n) }}
+{{- end }}
+{{- if .Values.monitord.hostPort }}
+{{- fail (printf "replicaCount %d (an HA zone) cannot use monitord.hostPort: only the leader's monitord works, and hypervisors told one node's IP would keep sending there after a failover. Set monitord.hostPort=false and reach monitord through its Service." $n) }}
+{{- end }}
+{{- if gt (mul (int .Values.ha.broadcastTimeoutMs) 4) (int .Values.ha.electionTimeoutMs) }}
+{{- fail (printf "ha.broadcastTimeoutMs (%d) is more than a quarter of ha.electionTimeoutMs (%d): followers would start elections between two heartbeats. Keep it at most a quarter, e.g. 250 and 2000." (int .Values.ha.broadcastTimeoutMs) (int .Values.ha.electionTimeoutMs)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/*
 Checks the schema cannot express (it sees values, not the chart). Included by the StatefulSet so
 every render runs them.
 */}}
 {{- define "opennebula.validate" -}}
 {{- include "opennebula.validateConfig" . }}
+{{- include "opennebula.validateHa" . }}
 {{- $deadline := float64 .Values.opennebula.probes.deadlineSeconds }}
 {{- range $name := list "startup" "readiness" "liveness" }}
 {{- $probe := index $.Values.opennebula.probes $name }}
