@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from onerun.catalogue import SERVICE_NAMES
 from onerun.errors import Problem, SettingsError
-from onerun.runtime.services import SERVICE_NAMES
 from onerun.secret import Secret
 
 DbBackend = Literal["sqlite", "mysql"]
