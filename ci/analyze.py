@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ci.versions import DISTRIBUTION, REPO_URL, Fetch, fetch_url, packages_url
-from onerun.layout import SERVICE_AUTH_FILES
+from onerun.catalogue import SERVICE_AUTH_FILES
 from onerun.versions import Version, read_db_versions
 
 # What docker/Dockerfile installs from OpenNebula's repository (opennebula-form from 7.2).
@@ -307,7 +307,7 @@ def render_markdown(report: Report) -> str:
     if report.unknown_auth_names:
         out.append("- **Not in onerun's SERVICE_AUTH_FILES**: "
                    + ", ".join(f"`{n}`" for n in report.unknown_auth_names)
-                   + " (onerun/layout.py): check UserPool.cc and add it if oned writes it.")
+                   + " (onerun/catalogue.py): check UserPool.cc and add it if oned writes it.")
     out += ["", "### Services (systemd units in the packages)", ""]
     out += _bullets([f"new `{u}`" for u in report.added_units]
                     + [f"removed `{u}`" for u in report.removed_units], "No change.")
@@ -317,7 +317,7 @@ def render_markdown(report: Report) -> str:
         "",
         "- [ ] build, version check, boot tests (sqlite, MariaDB, restart, upgrade) and Trivy "
         "passed on this PR",
-        "- [ ] new or removed services are reflected in onerun/runtime/services.py and the chart",
+        "- [ ] new or removed services are reflected in onerun/catalogue.py and the chart",
         "- [ ] changed /etc/one files still match onerun's templates and overrides",
         "",
     ]

@@ -1,7 +1,8 @@
 """Every filesystem path onerun touches, derived from one optional root prefix.
 
-Stdlib only (the probe imports it). Tests and demos pass ``--root DIR`` (or set
-``ONERUN_ROOT``) so nothing outside DIR is read or written; in the image the root is ``/``.
+Stdlib and the import-free catalogue only (the probe imports it). Tests and demos pass
+``--root DIR`` (or set ``ONERUN_ROOT``) so nothing outside DIR is read or written; in the
+image the root is ``/``.
 """
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ import pwd
 from functools import cached_property
 from pathlib import Path
 
+from onerun.catalogue import SSH_AGENT_SOCKET
+
 ONEADMIN = "oneadmin"
 # The ids the OpenNebula packages give oneadmin; used where the user does not exist.
 ONEADMIN_FALLBACK_ID = 9869
-
-# Service auth files oned writes during the user bootstrap, per release (reference 1.3).
-SERVICE_AUTH_FILES = ("sunstone_auth", "onegate_auth", "oneflow_auth", "oneform_auth", "oneks_auth")
 
 
 class Account:
@@ -121,7 +121,7 @@ class Layout:
         return self.dot_one / "one_key"
 
     def service_auth(self, name: str) -> Path:
-        """One of SERVICE_AUTH_FILES in ~/.one."""
+        """One of the catalogue's SERVICE_AUTH_FILES in ~/.one."""
         return self.dot_one / name
 
     @property
@@ -130,7 +130,7 @@ class Layout:
 
     @property
     def sqlite_db(self) -> Path:
-        """oned always uses this file for sqlite (reference 1.1 step 6)."""
+        """oned always uses this file for sqlite (src/nebula/Nebula.cc in OpenNebula/one)."""
         return self.path("/var/lib/one/one.db")
 
     @property
@@ -177,7 +177,7 @@ class Layout:
 
     @property
     def ssh_agent_sock(self) -> Path:
-        return self.path("/run/one/ssh-agent.sock")
+        return self.path(SSH_AGENT_SOCKET)
 
     @property
     def lock_dir(self) -> Path:
@@ -185,7 +185,7 @@ class Layout:
 
     @property
     def lock_file(self) -> Path:
-        """oned's O_EXCL lock; stale after a SIGKILL (reference 1.4)."""
+        """oned's O_EXCL lock; stale after a SIGKILL (src/nebula/oned.cc in OpenNebula/one)."""
         return self.lock_dir / "one"
 
     @property

@@ -16,11 +16,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from onerun.catalogue import SERVICE_AUTH_FILES
 from onerun.config import oneconf
 from onerun.database import DbObservation, DbState, classify, wait_for_database
 from onerun.errors import DependencyUnavailable, SettingsError, UnsafeStateError
 from onerun.fsutil import running_as_root
-from onerun.layout import SERVICE_AUTH_FILES, Layout
+from onerun.layout import Layout
 from onerun.marker import StartRecord, read_start_record
 from onerun.plan import STAMP_FILE
 from onerun.processes import oned_running

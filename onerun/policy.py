@@ -13,8 +13,9 @@ import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from onerun.catalogue import SERVICE_AUTH_FILES, SERVICE_NAMES
 from onerun.database import DbState
-from onerun.layout import SERVICE_AUTH_FILES, Layout
+from onerun.layout import Layout
 from onerun.marker import bootstrap_record
 from onerun.observe import Observation
 from onerun.onekey import prove_key
@@ -28,7 +29,7 @@ from onerun.plan import (
     ReplaceTree,
     WriteFile,
 )
-from onerun.runtime.services import SERVICE_NAMES, service_auth_files_for
+from onerun.runtime.services import service_auth_files_for
 from onerun.secret import Secret
 from onerun.settings import ONE_KEY_MIN_LENGTH, Settings
 from onerun.sshkeys import CopyFile, CopySshKeys, GenerateSshKey

@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from onerun.catalogue import SERVICE_AUTH_FILES
 from onerun.database.classify import DbState
 from onerun.database.sqlite import classify_sqlite
 from onerun.errors import UnsafeStateError
 from onerun.fsutil import atomic_write, chown_if_root, running_as_root
 from onerun.ha.wire import WireError, fetch_snapshot, unpack_snapshot
 from onerun.ha.zone import ZoneClient, local_servers, named
-from onerun.layout import SERVICE_AUTH_FILES, Layout
+from onerun.layout import Layout
 from onerun.log import Logger
 from onerun.plan import ApplyContext
 from onerun.runtime.oneapi import OneApiError

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import click
 
+from onerun.catalogue import SERVICE_AUTH_FILES
 from onerun.cliopts import root_option
 from onerun.database.classify import DbState
 from onerun.database.sqlite import classify_sqlite
@@ -28,7 +29,7 @@ from onerun.ha.formation import Found, Join, Local, Peer, Phase, Refuse, Report,
 from onerun.ha.formation import next_step as decide_step
 from onerun.ha.wire import Responder, ServiceState, ZoneHTTPServer, ask, write_sqlite_snapshot
 from onerun.ha.zone import ZoneClient, local_servers
-from onerun.layout import SERVICE_AUTH_FILES, Layout
+from onerun.layout import Layout
 from onerun.log import Logger
 from onerun.plan import ApplyContext, Check, EnsureDirectory, Plan, Refusal
 from onerun.runtime.oneapi import OneApiError, read_session

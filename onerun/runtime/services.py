@@ -1,9 +1,9 @@
-"""The front-end's services: their fixed names (the ONERUN_SERVICES contract) and the
-catalogue of programs supervisord runs, in start order, with how each one is started.
+"""The programs supervisord runs, built from the catalogue's rows (onerun/catalogue.py):
+which services an image carries, their commands and environments, in start order.
 
-Stdlib only at import time (settings imports SERVICE_NAMES). Start and stop order are
-supervisord priorities: it starts in ascending and stops in descending priority, one
-program after another, so services stop first and oned last (docs/processes.md).
+Start and stop order are supervisord priorities: it starts in ascending and stops in
+descending priority, one program after another, so services stop first and oned last
+(docs/processes.md).
 """
 
 from __future__ import annotations
@@ -14,93 +14,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from onerun.runtime.critical import CRITICAL_PROGRAMS, CRITICAL_SERVICES, POST_START_PROGRAM
+from onerun.catalogue import (
+    INSTALLED_BY,
+    ONERUN_LOGS,
+    ONERUN_POST_START,
+    ONERUN_SSH_ADD,
+    SERVICE,
+    SERVICE_AUTH_FILES,
+    SERVICE_NAMES,
+    SERVICES,
+    ServiceSpec,
+)
+from onerun.runtime.critical import CRITICAL_PROGRAMS
 from onerun.versions import Version, read_release
 
 if TYPE_CHECKING:
     from onerun.layout import Layout
     from onerun.settings import Settings
 
-# Fixed by the foundation issue; every later part (supervisord, probes, chart) uses them.
-SERVICE_NAMES = (
-    "oned",
-    "hem",
-    "fireedge",
-    "guacd",
-    "oneflow",
-    "onegate",
-    "oneform",
-    "oneks",
-    "ssh-agent",
-)
-
-# onerun's own programs under supervisord: the resident log follower and the one-shot
-# that loads oneadmin's keys into ssh-agent. (Programs' output and critical failures
-# are handled inside supervisord's process, onerun/runtime/pid1.py, by no program of their own.)
-LOGS_PROGRAM = "onerun-logs"
-SSH_ADD_PROGRAM = "onerun-ssh-add"
-# POST_START_PROGRAM, the one-shot, is in onerun.runtime.critical (the probe reads it there).
-
-# PATH of the packaged oned unit: the override directory holds the ssh wrapper.
-OVERRIDE_DIR = "/usr/lib/one/sh/override"
+# The rest of the packaged oned unit's PATH, after the row's path_first
+# (share/pkgs/services/systemd/opennebula.service in OpenNebula/one).
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-# The file whose presence means "installed" (under the root).
-INSTALLED_BY = {
-    "oned": "/usr/bin/oned",
-    "hem": "/usr/lib/one/onehem/onehem-server.rb",
-    "fireedge": "/usr/lib/one/fireedge/dist/index.js",
-    "guacd": "/usr/share/one/guacd/sbin/guacd",
-    "oneflow": "/usr/lib/one/oneflow/oneflow-server.rb",
-    "onegate": "/usr/lib/one/onegate/onegate-server.rb",
-    "oneform": "/usr/lib/one/oneform/oneform-server.rb",
-    "oneks": "/usr/lib/one/oneks/oneks-server.rb",
-    "ssh-agent": "/usr/bin/ssh-agent",
-}
-
-# Service auth file each service reads at start (its packaged unit asserts it is not empty).
-AUTH_FILE_OF = {
-    "fireedge": "sunstone_auth",
-    "oneflow": "oneflow_auth",
-    "onegate": "onegate_auth",
-    "oneform": "oneform_auth",
-    "oneks": "oneks_auth",
-}
-
-# Log files each service writes itself (reference 4.1); the follower prints them.
-LOG_FILES_OF = {
-    "oned": ("oned.log", "monitor.log"),
-    "hem": ("onehem.log",),
-    "fireedge": ("fireedge.log",),
-    "oneflow": ("oneflow.log",),
-    "onegate": ("onegate.log",),
-    "oneform": ("oneform.log",),
-    "oneks": ("oneks.log",),
-}
-
-# Priorities: start ascending, stop descending (one after another).
-PRIORITY = {
-    LOGS_PROGRAM: 1,
-    "ssh-agent": 10,
-    SSH_ADD_PROGRAM: 11,
-    "oned": 20,
-    "hem": 30,
-    "guacd": 40,
-    "fireedge": 41,
-    "oneflow": 42,
-    "onegate": 43,
-    "oneform": 44,
-    "oneks": 45,
-    POST_START_PROGRAM: 90,
-}
-
-# Seconds supervisord waits after SIGTERM before SIGKILL. oned needs ~6 s (reference 8);
-# a SIGKILLed oned leaves its lock and may interrupt a DB write, so it gets 30.
-# The Ruby/Node servers are stateless and exit at once on SIGTERM.
-STOPWAIT_ONED = 30
-STOPWAIT_SERVICE = 3
-STOPWAIT_HELPER = 2
-STOPWAIT_LOGS = 3  # the follower prints what oned wrote while stopping, then exits
 
 
 @dataclass(frozen=True)
@@ -120,7 +54,7 @@ class Program:
     autorestart: bool = True
     startsecs: int = 3
     startretries: int = 5
-    stopwaitsecs: int = STOPWAIT_SERVICE
+    stopwaitsecs: int = 3
     environment: dict[str, str] = field(default_factory=dict)
     log_files: tuple[Path, ...] = ()
 
@@ -142,21 +76,21 @@ def installed(layout: Layout, name: str) -> bool:
 
 def service_auth_files_for(release: Version | None,
                            installed_services: Collection[str]) -> tuple[str, ...]:
-    """The service auth files a release's oned writes (reference 1.3).
+    """The service auth files a release's oned writes, in the order it writes them.
 
-    From the release where known (7.0: sunstone/onegate/oneflow, 7.2+ adds oneform, 7.4+
-    adds oneks); otherwise from which of OneForm and OneKS are installed.
+    oned writes the file of every service the release ships (the row's ``since``). Where
+    the release is unknown, the file of a service newer than 7.0 is expected when the
+    service is installed.
     """
-    names = ["sunstone_auth", "onegate_auth", "oneflow_auth"]
-    if release is not None:
-        if release >= Version.parse("7.2"):
-            names.append("oneform_auth")
-        if release >= Version.parse("7.4"):
-            names.append("oneks_auth")
-        return tuple(names)
-    names.extend(AUTH_FILE_OF[service] for service in ("oneform", "oneks")
-                 if service in installed_services)
-    return tuple(names)
+    def written(spec: ServiceSpec) -> bool:
+        if spec.since is None:
+            return True
+        if release is not None:
+            return release >= Version.parse(spec.since)
+        return spec.name in installed_services
+
+    owner = {spec.auth_file: spec for spec in SERVICES if spec.auth_file is not None}
+    return tuple(name for name in SERVICE_AUTH_FILES if written(owner[name]))
 
 
 def installed_services(layout: Layout) -> frozenset[str]:
@@ -171,7 +105,9 @@ def service_auth_files(layout: Layout) -> tuple[str, ...]:
 
 
 def _base_environment(layout: Layout) -> dict[str, str]:
-    """supervisord's ``user=`` does not set these (tooling.md); ONE_AUTH avoids getpwuid."""
+    """supervisord's ``user=`` changes the uid and gid only (supervisor/options.py,
+    drop_privileges) and a child gets supervisord's own environment (supervisor/process.py),
+    so these are set here; ONE_AUTH spares OpenNebula's clients a getpwuid."""
     account = layout.oneadmin
     return {
         "HOME": str(layout.var_lib_one),
@@ -187,61 +123,45 @@ def _helper_environment(settings: Settings, layout: Layout) -> dict[str, str]:
             "ONERUN_LOG_FORMAT": settings.log_format}
 
 
-def _wait_oned(layout: Layout, name: str, command: list[str]) -> list[str]:
+def _wait_oned(layout: Layout, spec: ServiceSpec, command: list[str]) -> list[str]:
     """Start ``command`` once oned answers and the service's auth file is there."""
     argv = [*onerun_argv(), "wait-oned"]
-    if name in AUTH_FILE_OF:
-        argv += ["--file", str(layout.service_auth(AUTH_FILE_OF[name]))]
+    if spec.auth_file is not None:
+        argv += ["--file", str(layout.service_auth(spec.auth_file))]
     return [*argv, "--", *command]
 
 
-def _service_command(layout: Layout, name: str) -> list[str]:
-    """The packaged units' ExecStart, with absolute paths under the root."""
-    ruby = str(layout.binary("/usr/bin/ruby"))
-    script = str(layout.binary(INSTALLED_BY[name]))
-    if name == "oned":
-        return [script, "-f"]
-    if name == "fireedge":
-        return [str(layout.binary("/usr/bin/node")), script]
-    if name == "guacd":
-        # Loopback only (the package binds 0.0.0.0): guacd takes unauthenticated connect
-        # instructions; FireEdge, in this container, reaches it at localhost:4822.
-        return [script, "-f", "-b", "127.0.0.1", "-L", "info"]
-    if name == "ssh-agent":
-        # The agent itself, in the foreground, as supervisord's program: no process of
-        # ours stays resident as its parent. Keys: the onerun-ssh-add one-shot.
-        return [script, "-D", "-a", str(layout.ssh_agent_sock)]
-    return [ruby, script]
+def _service_command(layout: Layout, spec: ServiceSpec) -> list[str]:
+    """The row's command, its absolute (container) paths under the root."""
+    return [str(layout.path(arg)) if arg.startswith("/") else arg for arg in spec.argv]
 
 
-def _service_program(settings: Settings, layout: Layout, name: str, agent: bool) -> Program:
-    env = _base_environment(layout)
-    if name in ("oned", "hem") and agent:
-        env["SSH_AUTH_SOCK"] = str(layout.ssh_agent_sock)
-    if name == "oned":
-        env["PATH"] = f"{layout.path(OVERRIDE_DIR)}:{SYSTEM_PATH}"
-    if name == "guacd":
-        env["LD_LIBRARY_PATH"] = str(layout.path("/usr/share/one/guacd/lib"))
-    needs_oned = name in ("hem", *AUTH_FILE_OF)
-    command = _service_command(layout, name)
-    if needs_oned:
-        command = _wait_oned(layout, name, command)
-        env.update(_helper_environment(settings, layout))
-    critical = name in CRITICAL_SERVICES
+def _program(spec: ServiceSpec, command: list[str], environment: dict[str, str],
+             layout: Layout) -> Program:
+    """A row's program: a critical or one-shot program is never restarted in place."""
+    restarted = not (spec.critical or spec.one_shot)
     return Program(
-        name=name,
-        command=command,
-        priority=PRIORITY[name],
-        # A crashed oned leaves its lock (reference 1.4): restarting it in place fails, so
-        # supervisord's hook (pid1.py) ends the pod and the next start cleans up.
-        autorestart=not critical,
-        startsecs=10 if name == "oned" else 3,
-        startretries=0 if critical else 5,
-        stopwaitsecs=STOPWAIT_ONED if name == "oned" else
-        STOPWAIT_HELPER if name == "ssh-agent" else STOPWAIT_SERVICE,
-        environment=env,
-        log_files=tuple(layout.log_dir / f for f in LOG_FILES_OF.get(name, ())),
+        name=spec.name, command=command, priority=spec.priority, autorestart=restarted,
+        startsecs=spec.startsecs, startretries=5 if restarted else 0,
+        stopwaitsecs=spec.stopwait, environment=environment,
+        log_files=tuple(layout.log_dir / name for name in spec.log_files),
     )
+
+
+def _service_program(settings: Settings, layout: Layout, spec: ServiceSpec,
+                     agent: bool) -> Program:
+    env = _base_environment(layout)
+    if spec.ssh_agent_client and agent:
+        env["SSH_AUTH_SOCK"] = str(layout.ssh_agent_sock)
+    if spec.path_first is not None:
+        env["PATH"] = f"{layout.path(spec.path_first)}:{SYSTEM_PATH}"
+    if spec.library_path is not None:
+        env["LD_LIBRARY_PATH"] = str(layout.path(spec.library_path))
+    command = _service_command(layout, spec)
+    if spec.waits_for_oned:
+        command = _wait_oned(layout, spec, command)
+        env.update(_helper_environment(settings, layout))
+    return _program(spec, command, env, layout)
 
 
 def _post_start_program(settings: Settings, layout: Layout, heal_service_auth: bool,
@@ -255,20 +175,7 @@ def _post_start_program(settings: Settings, layout: Layout, heal_service_auth: b
     if record_start is not None:
         release, db_version = record_start
         argv += ["--record-start", release or "", db_version or ""]
-    return Program(
-        name=POST_START_PROGRAM, command=argv, priority=PRIORITY[POST_START_PROGRAM],
-        autorestart=False, startsecs=0, startretries=0, stopwaitsecs=STOPWAIT_HELPER,
-        environment=_helper_environment(settings, layout),
-    )
-
-
-def _ssh_add_program(settings: Settings, layout: Layout) -> Program:
-    """Once the agent listens, load the keys (the packaged unit's ExecStartPost)."""
-    return Program(
-        name=SSH_ADD_PROGRAM, command=[*onerun_argv(), "ssh-add"],
-        priority=PRIORITY[SSH_ADD_PROGRAM], autorestart=False, startsecs=0, startretries=0,
-        stopwaitsecs=STOPWAIT_HELPER, environment=_helper_environment(settings, layout),
-    )
+    return _program(ONERUN_POST_START, argv, _helper_environment(settings, layout), layout)
 
 
 def plan_programs(settings: Settings, layout: Layout, *, maintenance: bool,
@@ -285,16 +192,13 @@ def plan_programs(settings: Settings, layout: Layout, *, maintenance: bool,
         services = [n for n in SERVICE_NAMES
                     if settings.service_enabled(n) and installed(layout, n)]
     agent = "ssh-agent" in services
-    programs = [_service_program(settings, layout, name, agent) for name in services]
+    programs = [_service_program(settings, layout, SERVICE[name], agent) for name in services]
     if agent:
-        programs.append(_ssh_add_program(settings, layout))
+        programs.append(_program(ONERUN_SSH_ADD, [*onerun_argv(), "ssh-add"],
+                                 _helper_environment(settings, layout), layout))
     if "oned" in services:
         programs.append(_post_start_program(settings, layout, heal_service_auth, record_start,
                                             record_key_fingerprint))
-    programs.append(Program(
-        name=LOGS_PROGRAM, command=[*onerun_argv(), "logs", "--follow"],
-        priority=PRIORITY[LOGS_PROGRAM], stopwaitsecs=STOPWAIT_LOGS,
-        environment=_helper_environment(settings, layout),
-    ))
+    programs.append(_program(ONERUN_LOGS, [*onerun_argv(), "logs", "--follow"],
+                             _helper_environment(settings, layout), layout))
     return sorted(programs, key=lambda p: p.priority)
-

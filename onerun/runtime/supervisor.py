@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from onerun.catalogue import ONERUN_LOGS
 from onerun.errors import OnerunError
 from onerun.fsutil import atomic_write, running_as_root
 from onerun.layout import Layout
 from onerun.plan import Action, ApplyContext, EnsureDirectory, RemoveFile
 from onerun.runtime.logs import STATE_FILE, current_ends
-from onerun.runtime.services import LOGS_PROGRAM, Program
+from onerun.runtime.services import Program
 from onerun.settings import Settings
 
 # Variables passed on to supervisord and so to every program. Nothing else: the
@@ -153,7 +154,7 @@ def render_config(layout: Layout, programs: list[Program], *, run_as_root: bool)
         workdir=layout.var_lib_one,
         stop_budget=stop_budget_seconds(programs),
         critical=[p.name for p in programs if p.critical],
-        raw_output=[p.name for p in programs if p.name == LOGS_PROGRAM],
+        raw_output=[p.name for p in programs if p.name == ONERUN_LOGS.name],
     )
 
 

@@ -6,7 +6,7 @@ table is generated from this one (``python -m onerun.settings.doc``).
 
 from __future__ import annotations
 
-from onerun.runtime.services import SERVICE_NAMES
+from onerun.catalogue import SERVICE_NAMES
 from onerun.settings.declaration import NO_DEFAULT, Declaration
 from onerun.settings.model import HA_BROADCAST_TIMEOUT_MS, HA_ELECTION_TIMEOUT_MS, HA_WAIT_TIMEOUT
 from onerun.settings.overrides import config_file

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from chartlib import CHART_DIR, FULLNAME, chart, render, render_error
+from chartlib import CHART_DIR, FULLNAME, chart, container, render, render_error
+
+from onerun.catalogue import SERVICE_NAMES, SERVICES
 
 
 def ports(service: dict[str, Any]) -> dict[str, tuple[int, str]]:
@@ -30,6 +32,16 @@ def test_main_service_exposes_the_ports_of_the_services_the_image_installs() -> 
     assert "oneform" in ports(
         render({"opennebula": {"services": ["oned", "oneform"]}}).get("Service", FULLNAME)
     )
+
+
+def test_the_pod_opens_each_service_s_port_from_the_catalogue() -> None:
+    """A container port named after a service (oned's: xmlrpc) is the port onerun's catalogue
+    gives it; guacd listens on loopback only and gets none."""
+    everything = render({"opennebula": {"services": list(SERVICE_NAMES)}})
+    opened = {p["name"]: p["containerPort"] for p in container(everything)["ports"]}
+    catalogued = {"xmlrpc" if spec.name == "oned" else spec.name: spec.port
+                  for spec in SERVICES if spec.port is not None}
+    assert {name: opened.get(name) for name in catalogued} == {**catalogued, "guacd": None}
 
 
 def test_oneks_is_exposed_only_when_asked_for() -> None:

@@ -10,8 +10,9 @@ import pytest
 from chartlib import CHART_DIR, FULLNAME, Rendered, chart, container, env, render, render_error
 from ruamel.yaml import YAML
 
+from onerun.catalogue import INSTALLED_BY
 from onerun.layout import Layout
-from onerun.runtime.services import INSTALLED_BY, plan_programs
+from onerun.runtime.services import plan_programs
 from onerun.runtime.supervisor import stop_budget_seconds
 from onerun.settings import load_settings
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from onerun.layout import ONEADMIN_FALLBACK_ID, SERVICE_AUTH_FILES, Account, Layout
+from onerun.catalogue import SERVICE_AUTH_FILES
+from onerun.layout import ONEADMIN_FALLBACK_ID, Account, Layout
 
 
 def _all_paths(layout: Layout) -> dict[str, Path]:

@@ -500,9 +500,10 @@ def test_liveness_fails_when_a_critical_program_is_fatal(
 
 def test_liveness_and_supervisord_s_hook_share_the_critical_programs(tmp_path: Path) -> None:
     """What supervisord's hook ends the pod for is exactly what liveness fails on."""
+    from onerun.catalogue import INSTALLED_BY
     from onerun.layout import Layout
     from onerun.runtime.critical import CRITICAL_PROGRAMS
-    from onerun.runtime.services import INSTALLED_BY, plan_programs
+    from onerun.runtime.services import plan_programs
     from onerun.runtime.supervisor import render_config
     from onerun.settings import load_settings
 

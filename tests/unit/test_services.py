@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from testlib import write_image_versions
 
+from onerun.catalogue import INSTALLED_BY
 from onerun.layout import Layout
-from onerun.runtime.services import INSTALLED_BY, plan_programs, service_auth_files
+from onerun.runtime.services import plan_programs, service_auth_files
 from onerun.runtime.supervisor import stop_budget_seconds
 from onerun.settings import load_settings
 

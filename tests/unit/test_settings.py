@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from onerun.catalogue import SERVICE_NAMES
 from onerun.errors import EXIT_SETTINGS, Problem, SettingsError
-from onerun.runtime.services import SERVICE_NAMES
 from onerun.secret import Secret
 from onerun.settings import PASSWORD_MAX_BYTES, Settings, load_settings
 

@@ -19,6 +19,7 @@ import pytest
 from supervisor.options import ServerOptions
 from testlib import write_image_versions
 
+from onerun.catalogue import INSTALLED_BY
 from onerun.layout import Layout
 from onerun.log import Logger
 from onerun.marker import read_start_record, write_start_record
@@ -26,7 +27,7 @@ from onerun.plan import ApplyContext
 from onerun.runtime.critical import CRITICAL_PROGRAMS
 from onerun.runtime.pid1 import make_hooks
 from onerun.runtime.poststart import heal_service_auth_files, wait_for_oned
-from onerun.runtime.services import INSTALLED_BY, plan_programs
+from onerun.runtime.services import plan_programs
 from onerun.runtime.supervisor import (
     render_config,
     scrubbed_environment,
