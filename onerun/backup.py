@@ -33,7 +33,7 @@ from onerun.errors import EXIT_REFUSED, OnerunError
 from onerun.fsutil import chown_if_root, ensure_private_dir, fsync_dir
 from onerun.layout import Layout
 from onerun.processes import oned_running
-from onerun.settings import DbBackend, Settings
+from onerun.settings import Settings
 
 Log = Callable[[str], None]
 
@@ -44,8 +44,8 @@ BACKUP_NAME = re.compile(
     rf"-db(?P<db>{_VERSION}|unknown)(?:-to(?P<to>{_VERSION}))?\.(?P<ext>sql|sqlite)$"
 )
 # Each backend's file stem and extension: a name says which backend made the file.
-_STEMS: dict[DbBackend, tuple[str, str]] = {"mysql": ("opennebula", "sql"),
-                                            "sqlite": ("one.db", "sqlite")}
+_STEMS: dict[str, tuple[str, str]] = {"mysql": ("opennebula", "sql"),
+                                      "sqlite": ("one.db", "sqlite")}
 
 
 class RestoreRefused(OnerunError):
@@ -63,7 +63,7 @@ class RestoreRefused(OnerunError):
 class BackupName:
     """What a backup's file name says: when, which backend, which versions."""
 
-    backend: DbBackend
+    backend: str  # "mysql" | "sqlite"
     stamp: datetime
     db_version: str
     target_version: str | None
@@ -87,7 +87,7 @@ def parse_backup_name(name: str) -> BackupName | None:
     return BackupName(backend, stamp, match["db"], match["to"])
 
 
-def backup_file_name(backend: DbBackend, stamp: datetime, db_version: str,
+def backup_file_name(backend: str, stamp: datetime, db_version: str,
                      target_version: str | None) -> str:
     """The name onerun gives a backup; ``parse_backup_name`` reads it back."""
     stem, ext = _STEMS[backend]
