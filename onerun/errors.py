@@ -61,6 +61,10 @@ class DependencyUnavailable(OnerunError):
     exit_code = EXIT_DEPENDENCY
 
 
+class BackupError(OnerunError):
+    """A backup or restore could not be made; what exists is unchanged (restore: see text)."""
+
+
 class Interrupted(OnerunError):
     """SIGTERM or SIGINT arrived while onerun waited: the pod is going away, stop at once."""
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from onerun.catalogue import SERVICE_AUTH_FILES, SERVICE_NAMES
-from onerun.database import DbState
+from onerun.database import DbState, backend_for
 from onerun.layout import Layout
 from onerun.marker import bootstrap_record
 from onerun.observe import Observation
@@ -101,7 +101,7 @@ def _fix_owners(settings: Settings, obs: Observation, layout: Layout) -> list[Ac
         if (fact.uid, fact.gid) != ours or fact.mode != 0o600
     ]
     db = obs.volume.sqlite_db
-    if settings.db_backend == "sqlite" and db.mode is not None and (
+    if backend_for(settings).stored_on_volume and db.mode is not None and (
             (db.uid, db.gid) != ours or db.mode & 0o600 != 0o600):
         actions.append(EnsureFileOwner(db.path, 0o600,
                                        "oned (as oneadmin) reads and writes the database"))
@@ -465,7 +465,8 @@ def _precondition_refusal(settings: Settings, obs: Observation,
         return (
             f"{layout.var_lib_one} is not writable by this user",
             "give the volume to uid 9869 (the chart sets fsGroup: 9869) or run as root once")
-    if settings.db_backend == "sqlite" and not obs.processes.sqlite_db_writable_by_oneadmin:
+    if (backend_for(settings).stored_on_volume
+            and not obs.processes.sqlite_db_writable_by_oneadmin):
         return (
             f"{layout.sqlite_db} is not writable by this user",
             "give the file to uid 9869 (e.g. `chown 9869:9869 one.db`) or run as root once")
@@ -550,7 +551,7 @@ def _previous_use(settings: Settings, obs: Observation, layout: Layout) -> list[
     if volume.datastores_with_content:
         found.append(f"datastores with content in {layout.datastores} "
                      f"({', '.join(volume.datastores_with_content)})")
-    if settings.db_backend == "mysql" and volume.sqlite_db.exists:
+    if not backend_for(settings).stored_on_volume and volume.sqlite_db.exists:
         found.append(f"an sqlite database {layout.sqlite_db}")
     return found
 
@@ -582,18 +583,13 @@ def _bootstrap_record(settings: Settings, obs: Observation, layout: Layout) -> l
     from another installation's by this. Once the database is bootstrapped it goes."""
     if obs.db.state in (DbState.EMPTY, DbState.PARTIAL_USERS):
         return [WriteFile(
-            layout.bootstrap_marker, bootstrap_record(_database_name(settings, layout)), 0o600,
+            layout.bootstrap_marker,
+            bootstrap_record(backend_for(settings).describe(settings, layout)), 0o600,
             why="onerun hands a first bootstrap to oned: a later start knows its leftovers",
             only_if_absent=True)]
     if obs.volume.bootstrap_started:
         return [RemoveFile(layout.bootstrap_marker, "the bootstrap it recorded is complete")]
     return []
-
-
-def _database_name(settings: Settings, layout: Layout) -> str:
-    if settings.db_backend == "mysql":
-        return f"{settings.db_name} on {settings.db_host}:{settings.db_port}"
-    return str(layout.sqlite_db)
 
 
 def _decide_start(

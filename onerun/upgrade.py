@@ -1,12 +1,12 @@
 """The schema upgrade as one plan action: back up, ``onedb upgrade``, verify, or put it back.
 
-oned never migrates by itself and refuses any DB version other than its own (reference
-2.3), so an older DB must go through ``onedb upgrade`` with oned stopped. onedb run with
-``--no-backup`` leaves a half-migrated schema when it fails, which is why onerun takes its
-own backup first (onedb's own would put the MariaDB password on mysqldump's argv,
-reference 2.4) and restores it on any failure. oned is never started after a failure:
-``apply`` raises UnsafeStateError (exit 3), which stops the start pipeline before
-supervisord.
+oned never migrates by itself and refuses any DB version other than its own
+(``check_db_version`` in src/nebula/SystemDB.cc, OpenNebula/one), so an older DB must go
+through ``onedb upgrade`` with oned stopped. onedb run with ``--no-backup`` leaves a
+half-migrated schema when it fails, which is why onerun takes its own backup first (onedb's
+own would put the MariaDB password on mysqldump's argv, src/onedb/onedb_backend.rb) and
+restores it on any failure. oned is never started after a failure: ``apply`` raises
+UnsafeStateError (exit 3), which stops the start pipeline before supervisord.
 
 SIGTERM/SIGINT while onedb runs are held, not raised: killing onedb at once would throw
 away a migration that may be seconds from its end. onedb gets ONERUN_UPGRADE_STOP_GRACE
@@ -37,6 +37,7 @@ from onerun.backup import (
     restore_backup,
     write_restore_failed_marker,
 )
+from onerun.database import backend_for
 from onerun.errors import Interrupted, UnsafeStateError
 from onerun.fsutil import running_as_root
 from onerun.layout import Layout
@@ -66,25 +67,19 @@ def describe_image_for_db(db_version: str) -> str:
 def onedb_command(settings: Settings, layout: Layout) -> list[str]:
     """``onedb upgrade --no-backup`` with explicit connection options and no password.
 
-    Explicit options stop onedb from parsing oned.conf through Augeas (reference 2.4);
-    the password reaches it only through ONE_DB_PASSWORD.
+    Explicit options stop onedb from parsing oned.conf (the backend says which); the
+    password reaches it only through its environment (``onedb_environment``).
     """
-    command = [str(layout.binary(ONEDB)), "upgrade", "--no-backup"]
-    if settings.db_backend == "sqlite":
-        return [*command, "-s", str(layout.sqlite_db)]
-    host = settings.db_host or "localhost"
-    return [*command, "-t", "mysql", "-S", host, "-P", str(settings.db_port),
-            "-u", settings.db_user, "-d", settings.db_name]
+    return [str(layout.binary(ONEDB)), "upgrade", "--no-backup",
+            *backend_for(settings).onedb_options(settings, layout)]
 
 
 def onedb_environment(settings: Settings, layout: Layout) -> dict[str, str]:
-    """A minimal environment; ONE_DB_PASSWORD is onedb's documented way to get the password."""
+    """A minimal environment, plus what the backend needs onedb to log in with."""
     env = {"HOME": str(layout.var_lib_one), "PATH": _PATH, "LANG": "C.UTF-8",
            "ONE_AUTH": str(layout.one_auth), "USER": layout.oneadmin.name,
            "LOGNAME": layout.oneadmin.name}
-    if settings.db_backend == "mysql" and settings.db_password is not None:
-        env["ONE_DB_PASSWORD"] = settings.db_password.reveal()
-    return env
+    return {**env, **backend_for(settings).onedb_environment(settings)}
 
 
 class HeldSignals:

@@ -72,10 +72,12 @@ def _jinja() -> jinja2.Environment:
 
 
 def db_vector(settings: Settings) -> str:
-    """oned.conf's DB vector for the settings, as template text (contains the password)."""
+    """oned.conf's DB vector for the settings, as template text (contains the password).
+
+    One template per DB_BACKEND: each holds only the keys oned reads for that backend.
+    """
     password = settings.db_password.reveal() if settings.db_password is not None else ""
-    return _jinja().get_template("db_vector.j2").render(
-        backend=settings.db_backend,
+    return _jinja().get_template(f"db_vector_{settings.db_backend}.j2").render(
         server=settings.db_host or "localhost",
         port=settings.db_port,
         user=settings.db_user,

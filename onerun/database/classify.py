@@ -1,4 +1,8 @@
-"""The database's state, decided from what oned itself reads at start (reference 2.3, 2.5).
+"""The database's state, decided from what oned itself reads at start.
+
+oned reads its version rows (``check_db_version`` in src/nebula/SystemDB.cc, OpenNebula/one)
+and bootstraps a database that has none (src/nebula/Nebula.cc); the states and what oned
+does with each are in docs/database.md.
 
 The backends (sqlite.py, mysql.py) only collect ``Facts``; the decision lives here once,
 so both backends classify alike and the rules can be tested without a database.
@@ -11,7 +15,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-# oned's version query (reference 2.3): the row with the highest oid is the current version.
+# oned's version query (SystemDB::check_db_version): the row with the highest oid is current.
 VERSION_QUERY = "SELECT version FROM {table} WHERE oid=(SELECT MAX(oid) FROM {table})"
 SLAVE_QUERY = (
     "SELECT is_slave FROM local_db_versioning"
@@ -33,7 +37,7 @@ MAX_ENCRYPTED_VALUES = 8  # per table: a key that decrypts one of them is proven
 # onerun's record of one_key, in oneadmin's template (onerun/onekey.py).
 KEY_FINGERPRINT_PATH = "TEMPLATE/ONERUN_ONE_KEY_FINGERPRINT"
 
-# Any of these means oned has started to bootstrap here (reference 2.5, EMPTY).
+# Any of these means oned has started to bootstrap here (src/nebula/Nebula.cc creates them).
 MARKER_TABLES = frozenset(
     {"logdb", "pool_control", "db_versioning", "local_db_versioning", "user_pool",
      "system_attributes"}
@@ -41,7 +45,7 @@ MARKER_TABLES = frozenset(
 
 
 class DbState(enum.Enum):
-    """What oned would do with this database (reference 2.5)."""
+    """What oned would do with this database (docs/database.md)."""
 
     EMPTY = "empty"  # oned bootstraps it
     BOOTSTRAPPED = "bootstrapped"  # both version rows and user 0
@@ -65,7 +69,8 @@ class DbObservation:
     is_slave: bool
     tables: frozenset[str]
     detail: str
-    # user 1's PASSWORD: sha256 hex of the plain secret in the service auth files (reference 1.3)
+    # user 1's PASSWORD: sha256 hex of the plain secret in the service auth files
+    # (serveradmin's bootstrap, src/um/UserPool.cc in OpenNebula/one)
     serveradmin_password_sha256: str | None = None
     # what was done to read it (an interrupted sqlite transaction rolled back), for the log
     recovery: str | None = None
@@ -139,7 +144,7 @@ def is_true(value: object) -> bool:
 
 
 def decide(facts: Facts) -> DbObservation:
-    """Turn readings into a state, by the rules of reference 2.5."""
+    """Turn readings into a state, by the rules in docs/database.md."""
     name, password = parse_user_body(facts.user0_body)
     _, serveradmin_password = parse_user_body(facts.user1_body)
     user0 = facts.user0_body is not None

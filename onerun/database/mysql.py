@@ -107,7 +107,8 @@ def access_denied(error: BaseException, settings: Settings) -> SettingsError:
 
 
 def _version(cursor: Cursor, table: str, tables: frozenset[str]) -> str | None:
-    """oned's own query; an error or no row means "needs bootstrap" to oned (reference 2.3)."""
+    """oned's own query; an error or no row means "needs bootstrap" to oned
+    (``check_db_version`` in src/nebula/SystemDB.cc, OpenNebula/one)."""
     if table not in tables:
         return None
     try:

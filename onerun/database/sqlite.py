@@ -48,7 +48,8 @@ _STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 
 
 def _version(connection: sqlite3.Connection, table: str, tables: frozenset[str]) -> str | None:
-    """oned's own query; an error or no row means "needs bootstrap" to oned (reference 2.3)."""
+    """oned's own query; an error or no row means "needs bootstrap" to oned
+    (``check_db_version`` in src/nebula/SystemDB.cc, OpenNebula/one)."""
     if table not in tables:
         return None
     try:

@@ -1,4 +1,7 @@
-"""Wait until MariaDB accepts DB_USER's login, because oned does not retry (reference 2.6).
+"""Wait until MariaDB accepts DB_USER's login, because oned does not retry.
+
+oned opens its connections once at start and exits when the server does not answer
+("Could not open connect to database server", src/sql/MySqlDB.cc in OpenNebula/one).
 
 Each attempt is a real authenticated connection and ``SELECT 1`` with a short timeout,
 run in a daemon thread so that the main thread stays responsive to SIGTERM/SIGINT even
@@ -27,7 +30,6 @@ from onerun.database.mysql import (
     mysql_connect,
 )
 from onerun.errors import DependencyUnavailable, Interrupted
-from onerun.layout import Layout
 from onerun.settings import Settings
 
 ATTEMPT_TIMEOUT = 1.0  # connect timeout of one attempt: bounds how stale a reason can be
@@ -89,16 +91,12 @@ def _try_once(settings: Settings, timeout: float) -> BaseException | None:
     return outcome[0] if outcome else RuntimeError("database attempt ended without a result")
 
 
-def wait_for_database(settings: Settings, layout: Layout, log: Callable[[str], None]) -> None:
-    """Return once DB_USER can log in (or DB_NAME is merely missing); sqlite returns at once.
+def wait_for_mysql(settings: Settings, log: Callable[[str], None]) -> None:
+    """Return once DB_USER can log in (or DB_NAME is merely missing).
 
     Raises SettingsError when access stays denied past a short grace, DependencyUnavailable
-    at the ONERUN_DB_WAIT_TIMEOUT deadline, Interrupted on SIGTERM/SIGINT. ``layout`` is
-    accepted so every start step has one shape; the MariaDB wait does not need it.
+    at the ONERUN_DB_WAIT_TIMEOUT deadline, Interrupted on SIGTERM/SIGINT.
     """
-    del layout
-    if settings.db_backend != "mysql":
-        return
     with _signals_interrupt():
         _wait(settings, log)
 

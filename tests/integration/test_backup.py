@@ -26,13 +26,12 @@ from testlib import DB_FIXTURES, crash_inside_transaction, require_shared
 
 from onerun.backup import (
     BACKUP_NAME,
-    DUMP_TRAILER,
-    ONERUN_TRAILER,
     RestoreRefused,
     make_backup,
     restore_backup,
 )
 from onerun.cli import cli
+from onerun.database.mysql_dump import DUMP_TRAILER, ONERUN_TRAILER
 from onerun.layout import Layout
 from onerun.settings import Settings, load_settings
 
@@ -174,7 +173,7 @@ def test_restore_refuses_what_onerun_did_not_make(root: Path) -> None:
 
 
 def test_backup_fails_cleanly_without_a_database(root: Path) -> None:
-    from onerun.backup import BackupError
+    from onerun.errors import BackupError
 
     layout = Layout(root)
     with pytest.raises(BackupError, match="nothing to back up"):
@@ -433,7 +432,7 @@ def test_mariadb_restore_refuses_a_dump_onerun_did_not_check(mariadb_server: Any
 
 @pytest.mark.mariadb
 def test_mariadb_backup_failure_leaves_no_file(mariadb_server: Any, root: Path) -> None:
-    from onerun.backup import BackupError
+    from onerun.errors import BackupError
 
     name = "backup_missing"
     mariadb_server.drop_database(name)

@@ -110,7 +110,7 @@ def test_ipv6_db_host_reaches_every_client_in_one_form(make_root: MakeRoot, vers
                                                        tmp_path: Path) -> None:
     """DB_HOST="[::1]": oned's SERVER, onedb's -S and mariadb-dump's option file all get the
     bare address that mysql_real_connect and getaddrinfo accept."""
-    from onerun.backup import client_defaults_file
+    from onerun.database.mysql_client import client_defaults_file
     from onerun.upgrade import onedb_command
 
     root = make_root(version)
