@@ -14,9 +14,9 @@ from onerun.layout import Layout
 from onerun.settings import load_settings
 
 PACKAGE = Path(__file__).resolve().parents[2] / "onerun"
-# settings.py validates DB_* per backend (DB_HOST and DB_PASSWORD required for mysql, HA on
-# sqlite only): it reads the environment before any backend exists.
-ALLOWED = {PACKAGE / "database", PACKAGE / "settings.py"}
+# settings/checks.py validates DB_* per backend (DB_HOST and DB_PASSWORD required for mysql,
+# HA on sqlite only): it reads the environment before any backend exists.
+ALLOWED = {PACKAGE / "database", PACKAGE / "settings" / "checks.py"}
 BACKEND_NAMES = {"mysql", "sqlite", "mariadb"}
 
 
