@@ -27,6 +27,11 @@ from typing import Any
 import pytest
 from testlib import DB_FIXTURES, lay_out_etc_dist, require_shared, write_image_versions
 
+from onerun.layout import Layout
+from onerun.log import Logger
+from onerun.settings import load_settings
+from onerun.start import prepare
+
 RECORDED = Path(__file__).parent / "data" / "plans"
 RECORD = os.environ.get("ONERUN_RECORD_PLANS") == "1"
 PASSWORD = "fixturepass"  # one_auth of the fixture databases
@@ -80,8 +85,8 @@ SCENARIOS: dict[str, tuple[str, dict[str, str], Callable[[Path], None] | None]] 
 
 
 def normalise(text: str, root: Path) -> str:
-    """Without the throwaway root, which differs between runs."""
-    return text.replace(str(root), "<root>")
+    """Without what differs between runs and machines: this interpreter's path, the root."""
+    return text.replace(sys.executable, "<python>").replace(str(root), "<root>")
 
 
 def without_host(plan: dict[str, Any]) -> dict[str, Any]:
@@ -100,10 +105,33 @@ def run_onerun(root: Path, env: dict[str, str], *args: str) -> subprocess.Comple
                           check=False)
 
 
+def written_contents(root: Path, env: dict[str, str]) -> dict[str, str]:
+    """Each file the plan writes, by the hash of its normalised content: the dry run shows
+    only sizes, and supervisord.conf names the interpreter. The same plan, built in this
+    process."""
+    settings = load_settings(env, root=str(root))
+    plan = prepare(settings, Layout(root), Logger("json"), dry_run=True)
+    contents = {}
+    for action in plan.actions:
+        content = getattr(action, "content", None)  # WriteFile's bytes, supervisord.conf's str
+        if content is None or getattr(action, "sensitive", False):
+            continue
+        text = content.decode() if isinstance(content, bytes) else content
+        contents[normalise(str(action.path), root)] = "sha256:" + hashlib.sha256(
+            normalise(text, root).encode()).hexdigest()
+    return contents
+
+
 def outcome(root: Path, env: dict[str, str]) -> dict[str, Any]:
-    """The dry-run plan, then every config ``onerun render`` writes (by content hash)."""
+    """The dry-run plan, with what each file it writes holds, then every config
+    ``onerun render`` writes (by content hash)."""
     dry = run_onerun(root, env, "start", "--dry-run")
     plan = without_host(json.loads(normalise(dry.stdout, root)))
+    if plan["steps"] and not plan["refused"]:
+        contents = written_contents(root, env)
+        for step in plan["steps"]:
+            if step["action"] == "write" and step["content"] != "secret":
+                step["content"] = contents[step["path"]]
     rendered: dict[str, str] = {}
     if not plan["refused"]:
         result = run_onerun(root, env, "render")
