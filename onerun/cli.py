@@ -140,16 +140,19 @@ def logs(args: tuple[str, ...]) -> None:
     sys.exit(logs_main(list(args)))
 
 
-@cli.command("wait-oned", context_settings={"ignore_unknown_options": True})
-@click.option("--file", "files", multiple=True, type=click.Path(), metavar="PATH",
-              help="Also wait until this file exists and is not empty (repeatable).")
-@root_option
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def wait_oned(files: tuple[str, ...], root: str | None, command: tuple[str, ...]) -> None:
-    """Wait until oned answers (and FILEs exist), then exec COMMAND."""
-    from onerun.runtime.poststart import wait_then_exec
+@cli.command("wait-oned",
+             context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def wait_oned(args: tuple[str, ...]) -> None:
+    """Wait until oned answers (and FILEs exist), then exec COMMAND.
 
-    wait_then_exec(Layout.from_env(root), logger_for(), [Path(f) for f in files], list(command))
+    [--file FILE]... [--root R] -- COMMAND. Listed here for --help; the console script and
+    `python -m onerun` run it without loading click (onerun/entry.py): several of these
+    wait while oned bootstraps.
+    """
+    from onerun.runtime.poststart import wait_oned_main
+
+    sys.exit(wait_oned_main(list(args)))
 
 
 @cli.command("post-start")

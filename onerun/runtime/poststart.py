@@ -16,12 +16,12 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
-from onerun.database.classify import values_at
 from onerun.fsutil import atomic_write
 from onerun.layout import Layout
 from onerun.log import Logger
@@ -116,6 +116,9 @@ def record_key_fingerprint(client: Caller, layout: Layout, log: Logger) -> None:
     (policy), so a different one means the database changed since, which the next start
     must see. Only the fingerprint travels; the key is read here and never sent or logged.
     """
+    # Here, not at the top: onerun.database's __init__ loads pymysql and tenacity, which
+    # wait-oned (this module, without click) has no use for.
+    from onerun.database.classify import values_at
     from onerun.onekey import FINGERPRINT_ATTRIBUTE, KEY_BYTES, fingerprint
 
     try:
@@ -143,12 +146,48 @@ def record_key_fingerprint(client: Caller, layout: Layout, log: Logger) -> None:
     log.info(f"recorded one_key's fingerprint in oneadmin's template ({FINGERPRINT_ATTRIBUTE})")
 
 
+WAIT_ONED_USAGE = "usage: onerun wait-oned [--file FILE]... [--root R] -- COMMAND [ARG]..."
+
+
 def wait_then_exec(layout: Layout, log: Logger, files: list[Path],
                    command: list[str]) -> NoReturn:
     """Wait until oned answers and every file is there, then become ``command``."""
     wait_for_oned(layout, log)
     wait_for_files(files, log)
     os.execvp(command[0], command)  # noqa: S606 - argv list from supervisord's config
+
+
+def wait_oned_main(argv: list[str]) -> int:
+    """``onerun wait-oned``, parsed by hand: several of these wait while oned bootstraps,
+    and the click CLI would cost each one its memory. Options end at ``--`` or at the
+    first argument that is not one of them; the rest is the command."""
+    files: list[Path] = []
+    root: str | None = None
+    args = list(argv)
+    while args and args[0] != "--":
+        name, eq, inline = args[0].partition("=")
+        if args[0] in ("-h", "--help"):
+            print(f"{WAIT_ONED_USAGE}\n\nWait until oned answers (and every FILE exists and is not"
+                  " empty), then exec COMMAND.")
+            return 0
+        if name not in ("--file", "--root"):
+            break
+        args.pop(0)
+        if not eq:
+            if not args:
+                print(f"{name} needs a value; {WAIT_ONED_USAGE}", file=sys.stderr)
+                return 2
+            inline = args.pop(0)
+        if name == "--file":
+            files.append(Path(inline))
+        else:
+            root = inline
+    command = args[1:] if args[:1] == ["--"] else args
+    if not command:
+        print(f"no COMMAND to run once oned answers; {WAIT_ONED_USAGE}", file=sys.stderr)
+        return 2
+    wait_then_exec(Layout.from_env(root), Logger(os.environ.get("ONERUN_LOG_FORMAT", "text")),
+                   files, command)
 
 
 def post_start(layout: Layout, log: Logger, *, heal_service_auth: bool,
