@@ -116,8 +116,8 @@ def record_key_fingerprint(client: Caller, layout: Layout, log: Logger) -> None:
     (policy), so a different one means the database changed since, which the next start
     must see. Only the fingerprint travels; the key is read here and never sent or logged.
     """
-    # Here, not at the top: onerun.database's __init__ loads pymysql and tenacity, which
-    # wait-oned (this module, without click) has no use for.
+    # Here, not at the top: onerun.database's __init__ loads PyMySQL and tenacity, and
+    # wait-oned, which imports this module, runs without them.
     from onerun.database.classify import values_at
     from onerun.onekey import FINGERPRINT_ATTRIBUTE, KEY_BYTES, fingerprint
 
