@@ -26,9 +26,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import click
-
-from onerun.cliopts import root_option
 from onerun.errors import EXIT_REFUSED, OnerunError
 from onerun.fsutil import chown_if_root, ensure_private_dir, fsync_dir
 from onerun.layout import Layout
@@ -263,7 +260,7 @@ def write_restore_failed_marker(layout: Layout, backup: Path, reason: str) -> No
                  0o600, account.uid, account.gid)
 
 
-# --- CLI -------------------------------------------------------------------------------
+# --- onerun backup, onerun restore ------------------------------------------------------
 
 
 def _size(size: int) -> str:
@@ -278,7 +275,7 @@ def _size(size: int) -> str:
     return f"{value:.1f} GiB"
 
 
-def print_backup_list(settings: Settings, layout: Layout) -> None:
+def backup_listing(settings: Settings, layout: Layout) -> list[str]:
     """What ``onerun backup --list`` prints: a table, or one JSON object (ONERUN_LOG_FORMAT)."""
     found = []
     for parsed, path in list_backups(layout):
@@ -289,12 +286,12 @@ def print_backup_list(settings: Settings, layout: Layout) -> None:
                  "made": parsed.stamp.strftime("%Y-%m-%dT%H:%M:%SZ"), "size_bytes": size,
                  "db_version": parsed.db_version, "target_version": parsed.target_version}
                 for parsed, path, size in found]
-        click.echo(json.dumps({"directory": str(layout.backups), "backups": rows,
-                               "keep": {"upgrade": settings.backup_keep,
-                                        "manual": settings.backup_keep_manual}}))
-        return
+        return [json.dumps({"directory": str(layout.backups), "backups": rows,
+                            "keep": {"upgrade": settings.backup_keep,
+                                     "manual": settings.backup_keep_manual}})]
+    lines = []
     if not found:
-        click.echo(f"no backups in {layout.backups}")
+        lines.append(f"no backups in {layout.backups}")
     else:
         table = [("KIND", "MADE (UTC)", "SIZE", "DB", "TO")]
         table += [(parsed.kind, parsed.stamp.strftime("%Y-%m-%d %H:%M:%S"), _size(size),
@@ -303,64 +300,42 @@ def print_backup_list(settings: Settings, layout: Layout) -> None:
         widths = [max(len(line[column]) for line in table) for column in range(5)]
         files = ["FILE", *(str(path) for _, path, _ in found)]
         for line, file in zip(table, files, strict=True):
-            click.echo("  ".join([*(cell.ljust(width) for cell, width in zip(line, widths,
-                                                                            strict=True)),
-                                  file]))
+            lines.append("  ".join([*(cell.ljust(width) for cell, width in zip(line, widths,
+                                                                              strict=True)),
+                                    file]))
     manual = (f"newest {settings.backup_keep_manual} (ONERUN_BACKUP_KEEP_MANUAL)"
               if settings.backup_keep_manual is not None
               else "all (ONERUN_BACKUP_KEEP_MANUAL is unset)")
-    click.echo(f"kept: upgrade backups: newest {settings.backup_keep} (ONERUN_BACKUP_KEEP);"
-               f" manual backups: {manual}")
+    lines.append(f"kept: upgrade backups: newest {settings.backup_keep} (ONERUN_BACKUP_KEEP);"
+                 f" manual backups: {manual}")
+    return lines
 
 
-@click.command("backup")
-@click.option("--list", "list_only", is_flag=True,
-              help="List onerun's backups (kind, date, size) instead of making one.")
-@root_option
-def backup_command(list_only: bool, root: str | None) -> None:
-    """Back up the database now into /var/lib/one/backups (safe while oned runs)."""
-    from onerun.cli import load, logger_for, reports_errors
+def backup_now(settings: Settings, layout: Layout, log: Log) -> Path:
+    """A manual backup of the database as it is now (safe while oned runs); then the manual
+    backups are pruned to ONERUN_BACKUP_KEEP_MANUAL. Returns the new file."""
+    from onerun.database import classify
 
-    @reports_errors
-    def run() -> None:
-        settings, layout = load(root)
-        if list_only:
-            print_backup_list(settings, layout)
-            return
-        from onerun.database import classify
-
-        log = logger_for(settings)
-        observed = classify(settings, layout)
-        path = make_backup(settings, layout, db_version=observed.db_version or "unknown",
-                           log=log.info)
-        prune_after_success(layout, "manual", settings.backup_keep_manual,
-                            "ONERUN_BACKUP_KEEP_MANUAL", log.info)
-        click.echo(str(path))
-
-    run()
+    observed = classify(settings, layout)
+    path = make_backup(settings, layout, db_version=observed.db_version or "unknown", log=log)
+    prune_after_success(layout, "manual", settings.backup_keep_manual,
+                        "ONERUN_BACKUP_KEEP_MANUAL", log)
+    return path
 
 
-@click.command("restore")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@root_option
-def restore_command(file: Path, root: str | None) -> None:
-    """Put one of onerun's backups back. oned must be stopped (ONERUN_MAINTENANCE=1)."""
-    from onerun.cli import load, logger_for, reports_errors
+def restore_stopped(settings: Settings, layout: Layout, path: Path, log: Log) -> None:
+    """Restore ``path`` once oned is known to be stopped, then clear a failed-restore marker.
 
-    @reports_errors
-    def run() -> None:
-        settings, layout = load(root)
-        log = logger_for(settings)
-        busy = oned_running(layout)
-        if busy:
-            raise RestoreRefused(
-                f"oned may be running: {busy}",
-                "stop OpenNebula first: restart the pod with ONERUN_MAINTENANCE=1, then run"
-                " `onerun restore FILE` in it")
-        path = file if file.is_absolute() else Path.cwd() / file
-        restore_backup(settings, layout, path, log.info)
-        if layout.restore_failed_marker.exists():
-            layout.restore_failed_marker.unlink()
-            log.info(f"removed {layout.restore_failed_marker}: the database was restored")
-
-    run()
+    Raises RestoreRefused while oned may be running: loading a dump under a live oned would
+    mix its writes with the restored data.
+    """
+    busy = oned_running(layout)
+    if busy:
+        raise RestoreRefused(
+            f"oned may be running: {busy}",
+            "stop OpenNebula first: restart the pod with ONERUN_MAINTENANCE=1, then run"
+            " `onerun restore FILE` in it")
+    restore_backup(settings, layout, path, log)
+    if layout.restore_failed_marker.exists():
+        layout.restore_failed_marker.unlink()
+        log(f"removed {layout.restore_failed_marker}: the database was restored")

@@ -1,8 +1,13 @@
 """The click CLI: arguments in, exit codes out. All logic lives in the modules it calls.
 
-Exit codes (README): 0 ok, 1 unexpected error, 2 invalid settings, 3 unsafe state
-refused, 4 a dependency (the DB) not available in time. Only ``main`` turns errors
-into exit codes.
+This is the only module that imports click, and only onerun/entry.py imports it: the
+commands parse their arguments, import the modules they run when they run (``onerun
+version`` loads no backup, database or HA code) and call plain functions there, which
+raise OnerunError. tests/unit/test_imports.py holds both rules.
+
+Exit codes (README, "Exit codes"): 0 ok, 1 unexpected error, 2 invalid settings, 3 unsafe
+state refused, 4 a dependency (the DB) not available in time. ``reports_errors`` and
+``main`` turn errors into exit codes.
 """
 
 from __future__ import annotations
@@ -11,18 +16,25 @@ import functools
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from onerun import __version__
-from onerun.cliopts import root_option
 from onerun.errors import EXIT_UNEXPECTED, OnerunError
 from onerun.layout import Layout
 from onerun.log import Logger
 from onerun.settings import Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+root_option = click.option(
+    "--root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Prefix for every path (tests, demos). Default: $ONERUN_ROOT or /.",
+)
 
 
 def load(root: str | None) -> tuple[Settings, Layout]:
@@ -32,6 +44,7 @@ def load(root: str | None) -> tuple[Settings, Layout]:
 
 
 def logger_for(settings: Settings | None = None) -> Logger:
+    """A logger in the settings' format; before (or without) settings, ONERUN_LOG_FORMAT's."""
     fmt = settings.log_format if settings else os.environ.get("ONERUN_LOG_FORMAT", "text")
     return Logger(fmt)
 
@@ -127,25 +140,108 @@ def logs(args: tuple[str, ...]) -> None:
     sys.exit(logs_main(list(args)))
 
 
-# Commands of other modules are registered below, one import and one add_command each.
-from onerun.backup import backup_command, restore_command  # noqa: E402
+@cli.command("raft-hook",
+             context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def raft_hook(args: tuple[str, ...]) -> None:
+    """oned's Raft hook: leader|follower --api URL --namespace NS --pod NAME labels this pod
+    with its role (docs/ha.md; the console script runs it without click, onerun/entry.py)."""
+    from onerun.ha.hook import main as hook_main
 
-cli.add_command(backup_command)
-cli.add_command(restore_command)
-from onerun.ha.start import zone_serve_command  # noqa: E402
-from onerun.runtime.poststart import post_start_command, wait_oned_command  # noqa: E402
-from onerun.sshkeys import ssh_add_command  # noqa: E402
+    sys.exit(hook_main(list(args)))
 
-cli.add_command(wait_oned_command)
-cli.add_command(post_start_command)
-cli.add_command(ssh_add_command)
-cli.add_command(zone_serve_command)
+
+@cli.command("wait-oned",
+             context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def wait_oned(args: tuple[str, ...]) -> None:
+    """Wait until oned answers (and FILEs exist), then exec COMMAND.
+
+    [--file FILE]... [--root R] -- COMMAND. Listed here for --help; the console script and
+    `python -m onerun` run it without loading click (onerun/entry.py): several of these
+    wait while oned bootstraps.
+    """
+    from onerun.runtime.poststart import wait_oned_main
+
+    sys.exit(wait_oned_main(list(args)))
+
+
+@cli.command("post-start")
+@click.option("--heal-service-auth", is_flag=True,
+              help="Give serveradmin a new secret and write every service auth file.")
+@click.option("--record-key-fingerprint", "record_fingerprint", is_flag=True,
+              help="Record one_key's fingerprint in oneadmin's template.")
+@click.option("--record-start", nargs=2, default=None, metavar="RELEASE DB_VERSION",
+              help="Record the completed start on the volume (empty string: unknown).")
+@root_option
+def post_start(heal_service_auth: bool, record_fingerprint: bool,
+               record_start: tuple[str, str] | None, root: str | None) -> None:
+    """Once oned answers: heal service auth files, record one_key's fingerprint, record the
+    start on the volume."""
+    from onerun.runtime.poststart import post_start as run_post_start
+
+    run_post_start(Layout.from_env(root), logger_for(), heal_service_auth=heal_service_auth,
+                   record_fingerprint=record_fingerprint, record_start=record_start)
+
+
+@cli.command("ssh-add")
+@root_option
+def ssh_add(root: str | None) -> None:
+    """Load oneadmin's keys into the agent supervisord runs (oned's drivers forward it)."""
+    from onerun.sshkeys import load_agent_keys
+
+    sys.exit(load_agent_keys(Layout.from_env(root), logger_for()))
+
+
+@cli.command("zone-serve")
+@click.option("--listen", required=True, metavar="HOST:PORT")
+@click.option("--name", required=True, help="This member's server name in the zone.")
+@click.option("--endpoint", required=True, help="This member's oned endpoint for its peers.")
+@click.option("--oned", required=True, help="This member's oned endpoint, from inside.")
+@root_option
+def zone_serve(listen: str, name: str, endpoint: str, oned: str, root: str | None) -> None:
+    """Answer the other members of the zone (run by supervisord in an HA zone)."""
+    from onerun.ha.start import serve_zone
+
+    serve_zone(Layout.from_env(root), logger_for(), listen=listen, name=name,
+               endpoint=endpoint, oned=oned)
+
+
+@cli.command("backup")
+@click.option("--list", "list_only", is_flag=True,
+              help="List onerun's backups (kind, date, size) instead of making one.")
+@root_option
+@reports_errors
+def backup(list_only: bool, root: str | None) -> None:
+    """Back up the database now into /var/lib/one/backups (safe while oned runs)."""
+    from onerun.backup import backup_listing, backup_now
+
+    settings, layout = load(root)
+    if list_only:
+        for line in backup_listing(settings, layout):
+            click.echo(line)
+        return
+    click.echo(str(backup_now(settings, layout, logger_for(settings).info)))
+
+
+@cli.command("restore")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@root_option
+@reports_errors
+def restore(file: Path, root: str | None) -> None:
+    """Put one of onerun's backups back. oned must be stopped (ONERUN_MAINTENANCE=1)."""
+    from onerun.backup import restore_stopped
+
+    settings, layout = load(root)
+    path = file if file.is_absolute() else Path.cwd() / file
+    restore_stopped(settings, layout, path, logger_for(settings).info)
 
 
 def main() -> None:
+    """Run the CLI; what a command did not report itself ends here with its exit code."""
     try:
         cli(standalone_mode=True)
-    except OnerunError as exc:  # pragma: no cover - commands report their own errors
+    except OnerunError as exc:  # from the helpers supervisord runs (post-start, zone-serve)
         logger_for().error(str(exc))
         sys.exit(exc.exit_code)
     except Exception as exc:

@@ -1,7 +1,8 @@
 """Console entry point. ``onerun probe`` (every few seconds in every pod), ``onerun
-supervisord`` (PID 1), ``onerun logs`` (resident for the pod's life) and ``onerun
-raft-hook`` (run by oned at each Raft role change) skip click and every heavy import;
-everything else goes through the click CLI."""
+supervisord`` (PID 1), ``onerun logs`` (resident for the pod's life), ``onerun raft-hook``
+(run by oned at each Raft role change) and ``onerun wait-oned`` (several wait while oned
+bootstraps) skip click and every heavy import; everything else goes through
+the click CLI (onerun/cli.py)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,10 @@ def main() -> None:
         from onerun.ha.hook import main as hook_main
 
         sys.exit(hook_main(argv[1:]))
+    if argv[:1] == ["wait-oned"]:
+        from onerun.runtime.poststart import wait_oned_main
+
+        sys.exit(wait_oned_main(argv[1:]))
     if argv[:1] == ["start"]:
         stop_on_signals()
     from onerun.errors import Interrupted

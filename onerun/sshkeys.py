@@ -10,16 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
-
-from onerun.cliopts import root_option
 from onerun.fsutil import atomic_write
 from onerun.layout import Layout
 from onerun.log import Logger
@@ -146,11 +142,3 @@ def load_agent_keys(layout: Layout, log: Logger, timeout: float = AGENT_WAIT_SEC
     else:
         log.info(f"ssh-agent at {socket_path} holds {len(keys)} key(s)")
     return 0
-
-
-@click.command("ssh-add")
-@root_option
-def ssh_add_command(root: str | None) -> None:
-    """Load oneadmin's keys into the agent supervisord runs (oned's drivers forward it)."""
-    layout = Layout.from_env(root)
-    sys.exit(load_agent_keys(layout, Logger(os.environ.get("ONERUN_LOG_FORMAT", "text"))))

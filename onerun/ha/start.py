@@ -17,10 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import click
-
 from onerun.catalogue import SERVICE_AUTH_FILES
-from onerun.cliopts import root_option
 from onerun.database.classify import DbState
 from onerun.database.sqlite import classify_sqlite
 from onerun.errors import DependencyUnavailable, UnsafeStateError
@@ -217,19 +214,9 @@ def _password(layout: Layout) -> str:
     return read_session(layout.one_auth).partition(":")[2]
 
 
-@click.command("zone-serve")
-@click.option("--listen", required=True, metavar="HOST:PORT")
-@click.option("--name", required=True, help="This member's server name in the zone.")
-@click.option("--endpoint", required=True, help="This member's oned endpoint for its peers.")
-@click.option("--oned", required=True, help="This member's oned endpoint, from inside.")
-@root_option
-def zone_serve_command(listen: str, name: str, endpoint: str, oned: str,
-                       root: str | None) -> None:
-    """Answer the other members of the zone (run by supervisord in an HA zone)."""
-    import os
-
-    layout = Layout.from_env(root)
-    log = Logger(os.environ.get("ONERUN_LOG_FORMAT", "text"))
+def serve_zone(layout: Layout, log: Logger, *, listen: str, name: str, endpoint: str,
+               oned: str) -> None:
+    """Answer the other members of the zone on ``listen`` (HOST:PORT) until stopped."""
     host, _, port = listen.rpartition(":")
     files = {n: layout.service_auth(n) for n in SERVICE_AUTH_FILES}
     state = ServiceState(

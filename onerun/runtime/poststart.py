@@ -16,15 +16,12 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
-import click
-
-from onerun.cliopts import root_option
-from onerun.database.classify import values_at
 from onerun.fsutil import atomic_write
 from onerun.layout import Layout
 from onerun.log import Logger
@@ -119,6 +116,9 @@ def record_key_fingerprint(client: Caller, layout: Layout, log: Logger) -> None:
     (policy), so a different one means the database changed since, which the next start
     must see. Only the fingerprint travels; the key is read here and never sent or logged.
     """
+    # Here, not at the top: onerun.database's __init__ loads PyMySQL and tenacity, and
+    # wait-oned, which imports this module, runs without them.
+    from onerun.database.classify import values_at
     from onerun.onekey import FINGERPRINT_ATTRIBUTE, KEY_BYTES, fingerprint
 
     try:
@@ -146,35 +146,54 @@ def record_key_fingerprint(client: Caller, layout: Layout, log: Logger) -> None:
     log.info(f"recorded one_key's fingerprint in oneadmin's template ({FINGERPRINT_ATTRIBUTE})")
 
 
-@click.command("wait-oned", context_settings={"ignore_unknown_options": True})
-@click.option("--file", "files", multiple=True, type=click.Path(), metavar="PATH",
-              help="Also wait until this file exists and is not empty (repeatable).")
-@root_option
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def wait_oned_command(files: tuple[str, ...], root: str | None,
-                      command: tuple[str, ...]) -> None:
-    """Wait until oned answers (and FILEs exist), then exec COMMAND."""
-    layout = Layout.from_env(root)
-    log = Logger(os.environ.get("ONERUN_LOG_FORMAT", "text"))
+WAIT_ONED_USAGE = "usage: onerun wait-oned [--file FILE]... [--root R] -- COMMAND [ARG]..."
+
+
+def wait_then_exec(layout: Layout, log: Logger, files: list[Path],
+                   command: list[str]) -> NoReturn:
+    """Wait until oned answers and every file is there, then become ``command``."""
     wait_for_oned(layout, log)
-    wait_for_files([Path(f) for f in files], log)
-    os.execvp(command[0], list(command))  # noqa: S606 - argv list from supervisord's config
+    wait_for_files(files, log)
+    os.execvp(command[0], command)  # noqa: S606 - argv list from supervisord's config
 
 
-@click.command("post-start")
-@click.option("--heal-service-auth", is_flag=True,
-              help="Give serveradmin a new secret and write every service auth file.")
-@click.option("--record-key-fingerprint", "record_fingerprint", is_flag=True,
-              help="Record one_key's fingerprint in oneadmin's template.")
-@click.option("--record-start", nargs=2, default=None, metavar="RELEASE DB_VERSION",
-              help="Record the completed start on the volume (empty string: unknown).")
-@root_option
-def post_start_command(heal_service_auth: bool, record_fingerprint: bool,
-                       record_start: tuple[str, str] | None, root: str | None) -> None:
+def wait_oned_main(argv: list[str]) -> int:
+    """``onerun wait-oned``, parsed by hand: several of these wait while oned bootstraps,
+    and the click CLI would cost each one its memory. Options end at ``--`` or at the
+    first argument that is not one of them; the rest is the command."""
+    files: list[Path] = []
+    root: str | None = None
+    args = list(argv)
+    while args and args[0] != "--":
+        name, eq, inline = args[0].partition("=")
+        if args[0] in ("-h", "--help"):
+            print(f"{WAIT_ONED_USAGE}\n\nWait until oned answers (and every FILE exists and is not"
+                  " empty), then exec COMMAND.")
+            return 0
+        if name not in ("--file", "--root"):
+            break
+        args.pop(0)
+        if not eq:
+            if not args:
+                print(f"{name} needs a value; {WAIT_ONED_USAGE}", file=sys.stderr)
+                return 2
+            inline = args.pop(0)
+        if name == "--file":
+            files.append(Path(inline))
+        else:
+            root = inline
+    command = args[1:] if args[:1] == ["--"] else args
+    if not command:
+        print(f"no COMMAND to run once oned answers; {WAIT_ONED_USAGE}", file=sys.stderr)
+        return 2
+    wait_then_exec(Layout.from_env(root), Logger(os.environ.get("ONERUN_LOG_FORMAT", "text")),
+                   files, command)
+
+
+def post_start(layout: Layout, log: Logger, *, heal_service_auth: bool,
+               record_fingerprint: bool, record_start: tuple[str, str] | None) -> None:
     """Once oned answers: heal service auth files, record one_key's fingerprint, record the
-    start on the volume."""
-    layout = Layout.from_env(root)
-    log = Logger(os.environ.get("ONERUN_LOG_FORMAT", "text"))
+    start on the volume (``record_start``: release and DB version, "" for unknown)."""
     client = wait_for_oned(layout, log)
     if heal_service_auth:
         heal_service_auth_files(client, layout, log)
@@ -185,4 +204,3 @@ def post_start_command(heal_service_auth: bool, record_fingerprint: bool,
         account = layout.oneadmin
         write_start_record(layout.volume_marker, release, db_version, account.uid, account.gid)
         log.info(f"recorded this start in {layout.volume_marker}")
-

@@ -118,3 +118,58 @@ def test_a_refused_update_does_not_fail_the_start(tmp_path: Path, oned: FakeOned
 def test_without_the_flag_nothing_is_recorded(tmp_path: Path, oned: FakeOned) -> None:
     assert _post_start(_root(tmp_path), oned).returncode == 0
     assert oned.updates == []
+
+
+def _helper_env(oned: FakeOned) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("ONE_AUTH", "ONERUN_ROOT")}
+    return {**env, "ONE_XMLRPC": oned.endpoint}
+
+
+def test_wait_oned_execs_the_command_once_oned_answers(tmp_path: Path, oned: FakeOned) -> None:
+    """What supervisord runs for the services that need oned: wait, then become COMMAND."""
+    layout = _root(tmp_path)
+    auth = tmp_path / "oneflow_auth"
+    auth.write_text("serveradmin:secret\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "onerun", "wait-oned", "--file", str(auth),
+         f"--root={layout.root}", "--", sys.executable, "-c",
+         "import os, sys; print('ran', sys.argv[1:], os.getpid())", "--root", "its own"],
+        env=_helper_env(oned), capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    assert f"oned answers at {oned.endpoint}" in done.stderr
+    assert done.stdout.startswith("ran ['--root', 'its own'] ")  # its options are its own
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([], "no COMMAND to run once oned answers"),
+    (["--file"], "--file needs a value"),
+    (["--root", "/r", "--"], "no COMMAND to run once oned answers"),
+])
+def test_wait_oned_without_a_command_exits_2(tmp_path: Path, args: list[str],
+                                             message: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "onerun", "wait-oned", *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2
+    assert done.stderr.startswith(message)
+    assert "usage: onerun wait-oned" in done.stderr
+
+
+def test_wait_oned_loads_no_click(tmp_path: Path, oned: FakeOned) -> None:
+    """Several wait-oned processes wait while oned bootstraps: none of them carries the CLI.
+    os.execvp is replaced here (in the child) to see what was loaded just before the exec."""
+    layout = _root(tmp_path)
+    code = (
+        "import os, sys\nfrom onerun.entry import main\n"
+        "def execvp(file, args):\n"
+        "    heavy = sorted(m for m in sys.modules if m == 'onerun.cli' or m.split('.')[0] in "
+        "{'click', 'jinja2', 'pymysql', 'tenacity', 'ruamel'})\n"
+        "    print('EXEC', args, 'HEAVY', heavy)\n"
+        "    sys.exit(0)\n"
+        "os.execvp = execvp\n"
+        f"sys.argv = ['onerun', 'wait-oned', '--root', {str(layout.root)!r}, '--', 'true']\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=_helper_env(oned),
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.stdout.splitlines()[-1] == "EXEC ['true'] HEAVY []", done.stdout + done.stderr
