@@ -1,12 +1,12 @@
 """The schema upgrade as one plan action: back up, ``onedb upgrade``, verify, or put it back.
 
-oned never migrates by itself and refuses any DB version other than its own (reference
-2.3), so an older DB must go through ``onedb upgrade`` with oned stopped. onedb run with
-``--no-backup`` leaves a half-migrated schema when it fails, which is why onerun takes its
-own backup first (onedb's own would put the MariaDB password on mysqldump's argv,
-reference 2.4) and restores it on any failure. oned is never started after a failure:
-``apply`` raises UnsafeStateError (exit 3), which stops the start pipeline before
-supervisord.
+oned never migrates by itself and refuses any DB version other than its own
+(src/nebula/SystemDB.cc in OpenNebula/one), so an older DB must go through ``onedb upgrade``
+with oned stopped. onedb run with ``--no-backup`` leaves a half-migrated schema when it
+fails, which is why onerun takes its own backup first (onedb's own would put the MariaDB
+password on mysqldump's argv, src/onedb/onedb_backend.rb) and restores it on any failure.
+oned is never started after a failure: ``apply`` raises UnsafeStateError (exit 3), which
+stops the start pipeline before supervisord.
 
 SIGTERM/SIGINT while onedb runs are held, not raised: killing onedb at once would throw
 away a migration that may be seconds from its end. onedb gets ONERUN_UPGRADE_STOP_GRACE
@@ -66,7 +66,7 @@ def describe_image_for_db(db_version: str) -> str:
 def onedb_command(settings: Settings, layout: Layout) -> list[str]:
     """``onedb upgrade --no-backup`` with explicit connection options and no password.
 
-    Explicit options stop onedb from parsing oned.conf through Augeas (reference 2.4);
+    Explicit options stop onedb from parsing oned.conf through Augeas (src/onedb/onedb.rb);
     the password reaches it only through ONE_DB_PASSWORD.
     """
     command = [str(layout.binary(ONEDB)), "upgrade", "--no-backup"]

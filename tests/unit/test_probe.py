@@ -1,9 +1,10 @@
 """onerun probe startup/readiness against a local XML-RPC server that answers like oned.
 
 The server speaks oned's response arrays (``[true, value, 0]`` or
-``[false, message, code, resp_id, replication_idx]``, reference 5.1) with a user 0 body as
-oned 7.0 stores it. Most cases call ``probe.main`` in-process (fast); a few run
-``python -m onerun probe`` to cover the real entry point and exit code.
+``[false, message, code, resp_id, replication_idx]``, src/rm/xml-rpc/RequestXRPC.cc in
+OpenNebula/one) with a user 0 body as oned 7.0 stores it. Most cases call ``probe.main``
+in-process (fast); a few run ``python -m onerun probe`` to cover the real entry point and
+exit code.
 """
 
 from __future__ import annotations
