@@ -56,8 +56,12 @@ lint: venv
 # REQUIRE_CONTAINERS=1 for the container tier where ../shared is beside the clone (CI).
 CONTAINER_ENV := DOCKER_HOST=unix:///run/podman/podman.sock TESTCONTAINERS_RYUK_DISABLED=true
 REQUIRE_CONTAINERS ?= $(if $(wildcard ../shared/opennebula-build),1,0)
+# The floor of onerun/'s line coverage, as measured in the pytest process (docs/testing.md,
+# "Coverage"); enforced where ../shared lets the integration tier run, as in CI.
+COVERAGE_FLOOR ?= $(if $(wildcard ../shared/fixtures),87,0)
 test: system-packages containers lint
-	REQUIRE_MARIADB=1 REQUIRE_CONTAINERS=$(REQUIRE_CONTAINERS) $(CONTAINER_ENV) $(PY) -m pytest
+	REQUIRE_MARIADB=1 REQUIRE_CONTAINERS=$(REQUIRE_CONTAINERS) $(CONTAINER_ENV) $(PY) -m pytest \
+		--cov=onerun --cov-report=term:skip-covered --cov-fail-under=$(COVERAGE_FLOOR)
 
 clean:
-	rm -rf $(VENV) demo-root .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo-root .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*

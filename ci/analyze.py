@@ -4,7 +4,8 @@ matters to this image, onerun and the chart.
 Input is what upstream publishes: the Ubuntu 24.04 apt ``Packages`` index of each release
 and the .deb files it names, unpacked with ``dpkg-deb -x``. The report covers every package
 the image installs *and the OpenNebula packages they pull in* (the community analysis only
-diffed one deb's /etc/one and missed OneGate's 7.4 config change, reference 7.2).
+diffed one deb's /etc/one and missed OneGate's 7.4 config change: .github/scripts/
+analyze-release.sh in pablodelarco/opennebula-helm).
 """
 
 from __future__ import annotations

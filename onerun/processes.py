@@ -43,8 +43,8 @@ def oned_running(layout: Layout) -> str | None:
     """Why oned may be running (None when provably stopped).
 
     oned creates /var/lock/one/one empty with O_EXCL and removes it on a clean exit
-    (reference 1.4); a lock without a running oned is stale. A pid written in the lock
-    (by a wrapper) is checked as well.
+    (src/nebula/oned.cc in OpenNebula/one); a lock without a running oned is stale. A pid
+    written in the lock (by a wrapper) is checked as well.
     """
     try:
         content = layout.lock_file.read_text(errors="replace").strip()

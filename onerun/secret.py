@@ -17,7 +17,7 @@ class Secret:
         return self._value
 
     def sha256(self) -> str:
-        """Hex sha256, as oned stores core-driver passwords (reference 1.2)."""
+        """Hex sha256, as oned stores core-driver passwords (src/um/User.cc)."""
         return hashlib.sha256(self._value.encode()).hexdigest()
 
     def __repr__(self) -> str:

@@ -67,8 +67,9 @@ def describe_image_for_db(db_version: str) -> str:
 def onedb_command(settings: Settings, layout: Layout) -> list[str]:
     """``onedb upgrade --no-backup`` with explicit connection options and no password.
 
-    Explicit options stop onedb from parsing oned.conf (the backend says which); the
-    password reaches it only through its environment (``onedb_environment``).
+    Explicit options stop onedb from parsing oned.conf through Augeas (src/onedb/onedb.rb;
+    the backend says which); the password reaches it only through its environment
+    (``onedb_environment``).
     """
     return [str(layout.binary(ONEDB)), "upgrade", "--no-backup",
             *backend_for(settings).onedb_options(settings, layout)]

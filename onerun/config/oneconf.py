@@ -3,7 +3,8 @@
 Why not sed or a regex: oned takes the FIRST occurrence of a single-valued key, so an
 appended override is ignored, and a quote or backslash in a value silently corrupts the
 file. This module reads text exactly as oned's flex/bison parser does
-(src/parsers/template_parser.l, template_syntax.y; reference 3.2-3.3), keeps every comment,
+(src/parsers/template_parser.l, template_syntax.y in OpenNebula/one; the first occurrence
+wins in include/Template.h; docs/configuration-engine.md), keeps every comment,
 blank line and byte of layout it does not edit, and refuses values oned could not read back.
 
 An unmodified document dumps back byte for byte; an edited attribute is rewritten whole

@@ -42,8 +42,8 @@ SECTION_FILES = {section: name for name, section in {**TEMPLATE_FILES, **YAML_FI
 # Ruby services whose packaged bind address is loopback; the chart's Service must reach them.
 LISTENING_SERVICES = frozenset({"oneflow", "onegate", "oneform", "oneks"})
 
-SQLITE_TIMEOUT_MS = 2500  # oned's default busy timeout (reference 3.1)
-MYSQL_CONNECTIONS = 25  # oned's default (reference 3.1)
+SQLITE_TIMEOUT_MS = 2500  # oned's default busy timeout (src/nebula/Nebula.cc, DB TIMEOUT)
+MYSQL_CONNECTIONS = 25  # oned's default (src/nebula/Nebula.cc, DB CONNECTIONS)
 ONED_MODE = 0o600  # holds the DB password
 RENDERED_MODE = 0o644
 

@@ -78,7 +78,8 @@ def listen_key(document: YamlDocument) -> tuple[str, ...] | None:
     """Where this file keeps its bind address, in its own release's format.
 
     OneGate 7.4 and OneKS read ``:server: {:bind:}``; OneFlow, OneForm and OneGate before 7.4
-    read a top-level ``:host:`` (reference 4.2). None when the file has neither.
+    read a top-level ``:host:`` (src/onegate/onegate-server.rb, src/*/etc/*-server.conf in
+    OpenNebula/one). None when the file has neither.
     """
     server = get_path(document, (":server",))
     if isinstance(server, Mapping) and ":bind" in server:

@@ -1,7 +1,7 @@
 """A minimal client of oned's XML-RPC API, stdlib only (the probe runs it every few seconds).
 
 oned answers every method with an array ``[success, value_or_message, error_code, ...]``
-(reference 5.1); this module turns a failure into ``OneApiError``.
+(src/rm/xml-rpc/RequestXRPC.cc in OpenNebula/one); this module turns a failure into ``OneApiError``.
 """
 
 from __future__ import annotations

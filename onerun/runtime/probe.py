@@ -33,7 +33,7 @@ USAGE = (
     "usage: onerun probe startup|readiness|liveness [--timeout S] [--root R] [--grace S]"
     " [--api-threshold S] [--via cli]"
 )
-# Raft STATE values of one.zone.raftstatus (reference 5.1).
+# Raft STATE values of one.zone.raftstatus (include/RaftManager.h in OpenNebula/one).
 RAFT_STATES = {"0": "solo", "1": "candidate", "2": "follower", "3": "leader"}
 RAFT_CANDIDATE = "1"
 AUTHENTICATION_ERROR = 0x100

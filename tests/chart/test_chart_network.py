@@ -112,7 +112,8 @@ def test_ingress_is_off_by_default_and_routes_to_fireedge() -> None:
     backend = rule["http"]["paths"][0]["backend"]["service"]
     assert backend == {"name": FULLNAME, "port": {"name": "fireedge"}}
     assert "http://one.example.com/fireedge/sunstone" in rendered.notes
-    # No rewriting proxy: FireEdge resolves __HOST__ in the browser (reference section 8).
+    # No rewriting proxy: FireEdge resolves __HOST__ in the browser
+    # (HOST_RESOLVE_FLAG in src/fireedge/src/client/bootstrap.js, OpenNebula/one).
     assert not [d for d in rendered.docs if "nginx" in str(d.get("spec", {}).get("template", ""))]
 
 

@@ -36,7 +36,7 @@ from onerun.settings import Settings, load_settings
 pytestmark = pytest.mark.mariadb
 
 DB_USER = "oneadmin"
-DB_PASSWORD = "fixturedbpass"  # the password the dump was made with (fixtures README)
+DB_PASSWORD = "fixturedbpass"  # oned's DB password when it wrote the mariadb-bootstrapped dump
 FIXTURE_SHA256 = hashlib.sha256(b"fixturepass").hexdigest()
 CANARY = "canary-Q7vZ2mK9xP4w"  # a wrong password that must show up nowhere
 LAYOUT = Layout(Path("/nonexistent-root"))  # MariaDB needs no files

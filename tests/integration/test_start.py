@@ -226,7 +226,8 @@ def test_one_key_missing_with_bootstrapped_db_is_refused(base_root: Path,
 @pytest.mark.parametrize("content", ["", "\n", "too-short-a-key\n"])
 def test_empty_or_short_one_key_with_bootstrapped_db_is_refused(
         base_root: Path, backend: Backend, content: str) -> None:
-    """oned would encrypt with an empty key or read past a short one (reference 1.5)."""
+    """oned would encrypt with an empty key or read past a short one (AES-256 key = its first 32
+    bytes: src/common/NebulaUtil.cc in OpenNebula/one)."""
     scenario = Scenario(base_root)
     backend.prepare(scenario, "BOOTSTRAPPED")
     put_dot_one(base_root, dot_one_source(backend), ("one_auth", *SERVICE_AUTH))
@@ -441,7 +442,8 @@ def stop(running: Running) -> str:
 
 def oned_died_during_its_bootstrap(root: Path, backend: Backend) -> None:
     """What oned leaves when it dies bootstrapping: one_key (written before the DB is
-    touched) and the service auth files written so far (reference 1.1, 1.4)."""
+    touched, src/nebula/Nebula.cc) and the service auth files written so far
+    (src/um/UserPool.cc)."""
     put_dot_one(root, dot_one_source(backend), ("one_key", "sunstone_auth", "onegate_auth"))
 
 

@@ -32,9 +32,10 @@ RENDERED = {"oned.conf", "monitord.conf", "oneflow-server.conf", "onegate-server
 
 
 # ------------------------------------------------------------------ independent reader
-# Reads the DB vector the way reference 3.2 describes the grammar, with plain regexes and
-# none of onerun.config.oneconf: a quoted body is any char but '"' or the pair '\"', and only
-# '\"' unescapes. Good enough for the files onerun writes (no value ends in a backslash).
+# Reads the DB vector the way src/parsers/template_parser.l (OpenNebula/one) lexes it, with
+# plain regexes and none of onerun.config.oneconf: a quoted body is any char but '"' or the
+# pair '\"', and only '\"' unescapes. Good enough for the files onerun writes (no value
+# ends in a backslash).
 _QUOTED = r'"(?:\\"|[^"])*"'
 _DB_VECTOR = re.compile(r'^[ \t]*DB[ \t]*=[ \t]*\[((?:' + _QUOTED + r'|[^\]"])*)\]', re.M | re.I)
 _ITEM = re.compile(r'([A-Za-z0-9_]+)\s*=\s*(' + _QUOTED + r'|[^,\s\]]+)')

@@ -1,9 +1,10 @@
 """onerun probe startup/readiness against a local XML-RPC server that answers like oned.
 
 The server speaks oned's response arrays (``[true, value, 0]`` or
-``[false, message, code, resp_id, replication_idx]``, reference 5.1) with a user 0 body as
-oned 7.0 stores it. Most cases call ``probe.main`` in-process (fast); a few run
-``python -m onerun probe`` to cover the real entry point and exit code.
+``[false, message, code, resp_id, replication_idx]``, src/rm/xml-rpc/RequestXRPC.cc in
+OpenNebula/one) with a user 0 body as oned 7.0 stores it. Most cases call ``probe.main``
+in-process (fast); a few run ``python -m onerun probe`` to cover the real entry point and
+exit code.
 """
 
 from __future__ import annotations
@@ -373,7 +374,7 @@ def test_root_from_onerun_root(env: FakeOned, root: Path, monkeypatch: pytest.Mo
 
 
 # Liveness still needs supervisord to answer in maintenance; there is none here (the
-# integration test tests/integration/test_start_runtime.py runs one and passes).
+# integration test tests/integration/test_start_supervised.py runs one and passes).
 @pytest.mark.parametrize(("kind", "healthy"),
                          [("startup", True), ("readiness", False), ("liveness", False)])
 def test_maintenance_flag(env: FakeOned, root: Path, capsys: pytest.CaptureFixture[str],

@@ -1,4 +1,5 @@
-"""Classification rules (reference 2.5) and the sqlite reader on real one.db files of oned 7.0.0."""
+"""Classification rules (docs/database.md) and the sqlite reader on real one.db files of
+oned 7.0.0."""
 
 from __future__ import annotations
 

@@ -159,7 +159,8 @@ def root(oneadmin_user: pwd.struct_passwd,
 
 
 class Supervisord:
-    """supervisord read through a pipe (tooling.md: /dev/stdout corrupts a regular file)."""
+    """supervisord read through a pipe: its stdout_logfile=/dev/stdout reopens a regular file
+    with an offset of its own, and writes through the two offsets overwrite each other."""
 
     def __init__(self, argv: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
         self.lines: list[str] = []

@@ -1,6 +1,6 @@
 """onerun's output hook inside supervisord: programs' output chunks (as supervisord reads
 them from the pipes) become whole, prefixed lines on stdout. The hook's behaviour with a
-real supervisord is in tests/integration/test_supervisord.py."""
+real supervisord is in tests/integration/test_runtime_supervisor_real.py."""
 
 from __future__ import annotations
 

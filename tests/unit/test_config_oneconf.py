@@ -63,7 +63,7 @@ def test_grammar_details() -> None:
 
 
 def test_quoted_value_takes_the_longest_match_like_flex() -> None:
-    # A value ending in a backslash swallows text up to a later quote (reference 3.2 (a)).
+    # A value ending in a backslash swallows text up to a later quote (template_parser.l).
     document = oneconf.parse('A = "abc\\"\nB = "\n')
     assert document.get("A") == 'abc"\nB = '
     assert "B" not in document
