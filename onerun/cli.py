@@ -3,7 +3,7 @@
 This is the only module that imports click, and only onerun/entry.py imports it: the
 commands parse their arguments, import the modules they run when they run (``onerun
 version`` loads no backup, database or HA code) and call plain functions there, which
-raise OnerunError. tests/unit/test_imports.py holds both rules.
+raise OnerunError. tests/unit/test_onerun_imports.py holds both rules.
 
 Exit codes (README, "Exit codes"): 0 ok, 1 unexpected error, 2 invalid settings, 3 unsafe
 state refused, 4 a dependency (the DB) not available in time. ``reports_errors`` and

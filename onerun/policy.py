@@ -320,7 +320,6 @@ def _bootstrap_record(settings: Settings, obs: Observation, layout: Layout) -> S
     return Step()
 
 
-
 def _fix_owners(settings: Settings, obs: Observation, layout: Layout) -> Step:
     """Files oned must read or write, with a wrong owner (e.g. restored or copied as root).
 

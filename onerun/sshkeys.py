@@ -1,7 +1,7 @@
 """oneadmin's SSH identity: keys from a mounted secret, or one generated once on the volume,
 and ``onerun ssh-add``, which loads them into oneadmin's agent.
 
-The drivers reach the hypervisors over SSH as oneadmin (reference 4.3); a volume over
+The drivers reach the hypervisors over SSH as oneadmin (src/mad/sh/scripts_common.sh); a volume over
 /var/lib/one hides the packaged ~/.ssh, so onerun puts back what is needed.
 """
 

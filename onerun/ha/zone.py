@@ -102,7 +102,7 @@ class ZoneClient:
 
     def add_server(self, name: str, endpoint: str) -> int:
         """Register ``name`` unless the zone lists it already; its ID as the zone assigned it
-        (max + 1, not an ordinal: src/zone/ZoneServers, reference HA section 4), read back."""
+        (max + 1, not an ordinal: src/zone/ZoneServers.cc in OpenNebula/one), read back."""
         if not named(self.servers(), name):
             self.call("one.zone.addserver", ZONE_ID, server_template(name, endpoint))
         found = named(self.servers(), name)

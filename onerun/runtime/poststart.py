@@ -1,12 +1,12 @@
 """What runs once oned answers: ``onerun wait-oned -- CMD`` and ``onerun post-start``.
 
 ``wait-oned`` holds back programs that need oned (the hook manager loads its hooks
-once at start and carries on without them if oned is not there, reference 4.3), and
+once at start and carries on without them if oned is not there, src/hem/onehem-server.rb), and
 services whose auth file oned writes during its bootstrap.
 
 ``post-start`` is the one-shot that finishes a start: it heals lost service auth files
 (a new serveradmin secret: oned stores sha256(secret), the files hold the secret,
-reference 1.3), records a fingerprint of one_key in oneadmin's template (in the database,
+src/um/UserPool.cc), records a fingerprint of one_key in oneadmin's template (in the database,
 so that a later start can prove a ONE_KEY even after the volume is lost; onerun/onekey.py),
 and then records the completed start on the volume.
 """
