@@ -85,6 +85,25 @@ def test_onerun_accepts_what_the_chart_renders(database: str, tmp_path: Path) ->
         assert (settings.db_host, settings.db_port) == ("db.example.org", 3306)
 
 
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({}, (False, None, 20.0)),  # unset: onerun's own defaults
+        ({"trustOneKey": True, "backupKeepManual": 1000, "upgradeStopGraceSeconds": 54.5},
+         (True, 1000, 54.5)),
+        ({"trustOneKey": False, "backupKeepManual": 1, "upgradeStopGraceSeconds": 0},
+         (False, 1, 0.0)),
+    ],
+)
+def test_onerun_accepts_the_optional_settings_the_chart_renders(
+    values: dict[str, Any], expected: tuple[bool, int | None, float], tmp_path: Path
+) -> None:
+    rendered = render({"database": {"type": "sqlite"}, "opennebula": values})
+    settings, _ = settings_for(rendered, tmp_path)
+    assert (settings.trust_one_key, settings.backup_keep_manual,
+            settings.upgrade_stop_grace) == expected
+
+
 def test_onerun_accepts_the_node_ip_as_monitor_address(tmp_path: Path) -> None:
     rendered = render({"database": {"type": "sqlite"}, "monitord": {"hostPort": True}})
     settings, runtime = settings_for(rendered, tmp_path)

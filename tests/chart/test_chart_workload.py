@@ -14,7 +14,8 @@ from onerun.catalogue import INSTALLED_BY
 from onerun.layout import Layout
 from onerun.runtime.services import plan_programs
 from onerun.runtime.supervisor import stop_budget_seconds
-from onerun.settings import load_settings
+from onerun.settings import Settings, load_settings
+from onerun.upgrade import ONEDB_KILL_AFTER
 
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 
@@ -251,6 +252,84 @@ def test_onerun_settings_come_from_values() -> None:
     assert variables["ONERUN_BACKUP_KEEP"] == "3"
     assert variables["ONERUN_LISTEN_ADDRESS"] == "::"
     assert "ONERUN_SERVICES" not in env(container(render()))  # default: all installed
+
+
+OPTIONAL_SETTINGS = {  # value -> (variable, what a set value renders)
+    "trustOneKey": ("ONERUN_TRUST_ONE_KEY", True, "1"),
+    "backupKeepManual": ("ONERUN_BACKUP_KEEP_MANUAL", 10, "10"),
+    "upgradeStopGraceSeconds": ("ONERUN_UPGRADE_STOP_GRACE", 12.5, "12.5"),
+}
+
+
+@pytest.mark.parametrize("value", sorted(OPTIONAL_SETTINGS))
+def test_optional_onerun_settings_render_only_when_set(value: str) -> None:
+    variable, given, rendered = OPTIONAL_SETTINGS[value]
+    assert variable not in env(container(render()))  # the defaults: onerun's own apply
+    assert env(container(render({"opennebula": {value: given}})))[variable] == rendered
+
+
+def test_unset_optional_settings_render_nothing_when_given_as_null_or_false() -> None:
+    unset = {"trustOneKey": False, "backupKeepManual": None, "upgradeStopGraceSeconds": None}
+    variables = env(container(render({"opennebula": unset})))
+    assert not {variable for variable, _, _ in OPTIONAL_SETTINGS.values()} & set(variables)
+
+
+def test_a_zero_upgrade_stop_grace_is_rendered_not_dropped() -> None:
+    """0 (stop onedb at once) is a value, not "unset": a plain `if` would drop it."""
+    assert env(container(render({"opennebula": {"upgradeStopGraceSeconds": 0}})))[
+        "ONERUN_UPGRADE_STOP_GRACE"
+    ] == "0"
+
+
+BAD_OPTIONAL_VALUES = [
+    ("trustOneKey", "1", "got string, want boolean"),
+    ("backupKeepManual", 0, "minimum: got 0, want 1"),
+    ("backupKeepManual", 1001, "maximum: got 1,001, want 1,000"),
+    ("backupKeepManual", 2.5, "want null or integer"),
+    ("backupKeepManual", "10", "got string, want null or integer"),
+    ("upgradeStopGraceSeconds", -1, "minimum: got -1, want 0"),
+    ("upgradeStopGraceSeconds", 3601, "maximum: got 3,601, want 3,600"),
+    ("upgradeStopGraceSeconds", "20s", "got string, want null or number"),
+]
+
+
+@pytest.mark.parametrize(("value", "bad", "complaint"), BAD_OPTIONAL_VALUES)
+def test_schema_rejects_bad_optional_settings(value: str, bad: Any, complaint: str) -> None:
+    message = render_error({"opennebula": {value: bad}})
+    assert f"/opennebula/{value}" in message and complaint in message
+
+
+RESTORE_ALLOWANCE = 30  # seconds the chart leaves for the restore after onedb's stop
+
+
+@pytest.mark.parametrize("period", [90, 120])
+def test_an_upgrade_stop_grace_without_room_for_stop_and_restore_is_refused(period: int) -> None:
+    limit = period - ONEDB_KILL_AFTER - RESTORE_ALLOWANCE  # 55 s at the default 90 s
+    fits = {"terminationGracePeriodSeconds": period,
+            "opennebula": {"upgradeStopGraceSeconds": limit - 0.5}}
+    assert env(container(render(fits)))["ONERUN_UPGRADE_STOP_GRACE"] == str(limit - 0.5)
+    message = render_error({"terminationGracePeriodSeconds": period,
+                            "opennebula": {"upgradeStopGraceSeconds": limit}})
+    assert f"opennebula.upgradeStopGraceSeconds ({limit:g} s)" in message
+    assert f"terminationGracePeriodSeconds ({period} s)" in message
+    assert "onerun restore" in message
+    assert f"Lower opennebula.upgradeStopGraceSeconds below {limit:g}" in message
+    assert f"raise terminationGracePeriodSeconds above {period:g}" in message
+
+
+def test_onerun_default_upgrade_stop_grace_fits_the_smallest_grace_period() -> None:
+    """Unset, the chart checks nothing: onerun's default must fit the schema's minimum."""
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    minimum = schema["properties"]["terminationGracePeriodSeconds"]["minimum"]
+    default = Settings.__dataclass_fields__["upgrade_stop_grace"].default
+    assert default + ONEDB_KILL_AFTER + RESTORE_ALLOWANCE < minimum
+    assert render({"terminationGracePeriodSeconds": minimum}).all("StatefulSet")
+
+
+def test_the_notes_ask_to_remove_the_one_key_trust_after_the_start() -> None:
+    notes = render({"opennebula": {"trustOneKey": True}}).notes
+    assert "opennebula.trustOneKey" in notes and "back to false" in notes
+    assert "trustOneKey" not in render().notes
 
 
 def test_image_defaults_to_the_app_version_and_runs_onerun_start() -> None:

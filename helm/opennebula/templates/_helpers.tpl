@@ -211,6 +211,25 @@ ONERUN_HA_MEMBERS, exit 2, until one database per member is built), one volume p
 {{- end }}
 
 {{/*
+After a SIGTERM during `onedb upgrade`, onerun lets onedb go on for the grace, stops it (SIGTERM,
+SIGKILL 5 s later) and restores the backup, all before the kubelet's SIGKILL at
+terminationGracePeriodSeconds; killed mid-restore, the next start refuses until `onerun restore`.
+The restore is allowed 30 s, an allowance rather than a measurement: above both the backup
+(1.6 s) and the whole upgrade (18 s) of the largest database measured (docs/upgrades.md).
+Unset, onerun's 20 s always fits: the schema requires a grace period of at least 70 s.
+*/}}
+{{- define "opennebula.validateUpgradeStopGrace" -}}
+{{- $grace := .Values.opennebula.upgradeStopGraceSeconds }}
+{{- if not (kindIs "invalid" $grace) }}
+{{- $period := float64 .Values.terminationGracePeriodSeconds }}
+{{- $needed := addf $grace 5.0 30.0 }}
+{{- if ge $needed $period }}
+{{- fail (printf "opennebula.upgradeStopGraceSeconds (%v s) leaves no room within terminationGracePeriodSeconds (%v s): after the grace onerun stops onedb (up to 5 s) and restores the backup (allow 30 s), %v s in all, so the kubelet would SIGKILL the pod mid-restore and the next start would refuse until `onerun restore`. Lower opennebula.upgradeStopGraceSeconds below %v, or raise terminationGracePeriodSeconds above %v." $grace .Values.terminationGracePeriodSeconds $needed (subf $period 35.0) $needed) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
 Checks the schema cannot express (it sees values, not the chart). Included by the StatefulSet so
 every render runs them.
 */}}
@@ -230,6 +249,7 @@ every render runs them.
 {{- if and (ne .Values.database.type "sqlite") (lt (int64 $budget) (int64 $floor)) }}
 {{- fail (printf "opennebula.probes.startup budget (periodSeconds x failureThreshold = %d s) is below opennebula.dbWaitTimeoutSeconds + 60 (%d s): the kubelet would restart the pod while onerun still waits for the database, before a backup, schema upgrade or oned start could run. Raise opennebula.probes.startup.failureThreshold (recommended: dbWaitTimeoutSeconds + 600 s in total) or lower dbWaitTimeoutSeconds." (int64 $budget) (int64 $floor)) }}
 {{- end }}
+{{- include "opennebula.validateUpgradeStopGrace" . }}
 {{- range .Values.extraEnv }}
 {{- if has .name (list "ONEADMIN_PASSWORD" "DB_PASSWORD" "ONE_KEY") }}
 {{- fail (printf "extraEnv must not set %s: secrets in plain environment variables leak into `kubectl describe` and child processes. The chart already passes it as %s_FILE from a Secret (see opennebula.existingSecret and database.*.existingSecret)." .name .name) }}
