@@ -6,7 +6,7 @@ The zone XML is ``onezone show 0 -x`` as the CLI builds it (Zone#info_extended i
 src/oca/ruby/opennebula/zone.rb of OpenNebula/one): the zone body oned 7.0 stores (the
 sqlite fixture's zone_pool row, with a server pool), and under each server the fields of its
 ``one.zone.raftstatus`` answer, or "-" when the server did not answer. The raftstatus
-answers are the ones three real oned 7.0 gave (docs/ha.md, the reference run).
+answers are verbatim those of three real oned 7.0 in one zone (a leader and two followers).
 """
 
 from __future__ import annotations
