@@ -706,3 +706,30 @@ def test_the_key_fingerprint_is_recorded_where_the_database_lacks_it() -> None:
     assert not decide(settings(ONERUN_MAINTENANCE="1"),
                       observation(db(DbState.BOOTSTRAPPED), healthy),
                       LAYOUT).record_key_fingerprint
+
+
+ZONE_MEMBER = {"ONERUN_HA_MEMBERS": "one-0.h:2640,one-1.h:2640,one-2.h:2640",
+               "ONERUN_HA_ADDRESS": "one-1.h:2640", "ONEADMIN_PASSWORD": PASSWORD,
+               "ONE_KEY": KEY}
+
+
+def test_in_a_zone_no_service_auth_file_matching_the_db_is_refused_not_reset() -> None:
+    """A new serveradmin secret set through a member's API is the zone's: every other
+    member's services would then hold a stale one. The fix is a copy from a member."""
+    obs = observation(db(DbState.BOOTSTRAPPED), volume(one_key=KEY, one_auth=PASSWORD,
+                                                       service_auth=ALL_70,
+                                                       serveradmin="serveradmin:old\n"))
+    decision = decide(settings(**ZONE_MEMBER), obs, LAYOUT)
+    assert decision.refusal is not None
+    assert not decision.heal_service_auth
+    assert "serveradmin" in decision.refusal.reason
+    assert "another member" in decision.refusal.fix
+    assert _removes(decision) == set()  # nothing removed on a refusal
+
+
+def test_in_a_zone_a_lost_service_auth_file_is_still_copied_from_a_good_one() -> None:
+    obs = observation(db(DbState.BOOTSTRAPPED), volume(one_key=KEY, one_auth=PASSWORD,
+                                                       service_auth=ALL_70[:1]))
+    decision = decide(settings(**ZONE_MEMBER), obs, LAYOUT)
+    assert decision.refusal is None and not decision.heal_service_auth
+    assert {LAYOUT.service_auth(name) for name in ALL_70[1:]} <= set(_writes(decision))
