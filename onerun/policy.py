@@ -121,7 +121,7 @@ def _steps(settings: Settings, obs: Observation, layout: Layout,
     yield _versions(obs)
     yield _bootstrap_auth(settings, obs, layout, new_password)
     yield _bootstrapped_auth(settings, obs, layout)
-    yield _service_auth(obs, layout)
+    yield _service_auth(settings, obs, layout)
     yield _no_running_oned(obs)
     yield _stale_lock(obs, layout)
     yield _remotes(obs, layout)
@@ -535,13 +535,14 @@ def _bootstrapped_auth(settings: Settings, obs: Observation, layout: Layout) -> 
     return Step()
 
 
-def _service_auth(obs: Observation, layout: Layout) -> Step:
+def _service_auth(settings: Settings, obs: Observation, layout: Layout) -> Step:
     """BOOTSTRAPPED: every service auth file this release uses must log serveradmin in.
 
     A missing, empty or stale one (a restored DB) is rewritten from one that matches the DB
     (as onedb's 7.2->7.4 migrator copies them), so running services keep working. When none
     matches, the wrong ones are removed (the services wait for their file) and post-start
-    sets a new secret through the API once oned answers, then writes them all.
+    sets a new secret through the API once oned answers, then writes them all; except in an
+    HA zone, where that secret is the zone's: every other member's services would lose it.
     """
     if obs.db.state is not DbState.BOOTSTRAPPED:
         return Step()
@@ -560,6 +561,13 @@ def _service_auth(obs: Observation, layout: Layout) -> Step:
                           f"{source_name}",
                       sensitive=True)
             for name in wrong])
+    if settings.ha is not None:
+        return Step.refuse(
+            f"none of {', '.join(expected)} in {layout.dot_one} logs serveradmin in, and in "
+            "an HA zone a new serveradmin secret would be the whole zone's: every other "
+            "member's services would stop logging in",
+            f"copy the service auth files ({', '.join(expected)}) from another member's "
+            f"{layout.dot_one}, mode 0600, owned by oneadmin; then start this member again")
     actions: list[Action] = [
         RemoveFile(layout.service_auth(name),
                    "does not hold serveradmin's current secret; written anew once oned answers")
