@@ -15,7 +15,10 @@ import re
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -125,6 +128,31 @@ class Zone:
         self.boxes[i] = engine.start(tier.frontend_container(
             engine, image, pod, self.fronts[i], self.volumes[i], scratch=self.scratch[i]))
         return self.boxes[i]
+
+
+@contextmanager
+def evidence_on_failure(engine: tier.Engine, zone: Zone, keep: Path) -> Iterator[None]:
+    """On a failure, every member's oned.log (read from its /var/log/one emptyDir, so also
+    a killed member's) goes to ``keep`` in full and its tail to the test's output, with the
+    tail of each container's own output: what a Raft failure is diagnosed from."""
+    try:
+        yield
+    except BaseException:
+        for i, volume in enumerate(zone.scratch):
+            try:
+                text = engine.run_helper("cat /l/oned.log", {volume["/var/log/one"]: "/l"})
+                (keep / f"member-{i}-oned.log").write_text(text)
+                print(f"--- member {i}: oned.log, last 150 lines (all in {keep}) ---")
+                print("\n".join(text.splitlines()[-150:]))
+                box = zone.boxes[i]
+                print(f"--- member {i}: container output, tail ---\n"
+                      f"{tier.logs(box)[-2000:] if box is not None else '(none)'}")
+                box.reload()
+                if box.status == "running":
+                    print(f"--- member {i}: raftstatus {raft(box, zone.fronts[i], oned_port(i))}")
+            except Exception as exc:  # the evidence must never hide the failure itself
+                print(f"--- member {i}: no log ({exc}) ---")
+        raise
 
 
 def start_zone(engine: tier.Engine, images: TierImages, pod: tier.Pod) -> Zone:
@@ -252,40 +280,41 @@ print(json.dumps({"election": elected and elected - lost, "write": written and w
 # understood (docs/ha.md, Status), so it is kept out of the default run until it is.
 @pytest.mark.unstable
 def test_failover_after_sigkill_of_the_leader_and_its_return_as_a_follower(
-    engine: tier.Engine, images: TierImages, pod: tier.Pod
+    engine: tier.Engine, images: TierImages, pod: tier.Pod, tmp_path: Path
 ) -> None:
     zone = start_zone(engine, images, pod)
-    front = zone.fronts[0]
-    states = [raft(zone.boxes[0], front, oned_port(i)) for i in range(MEMBERS)]
-    old = next(i for i, s in enumerate(states) if s["STATE"] == 3)
-    survivors = [i for i in range(MEMBERS) if i != old]
-    watcher = zone.boxes[survivors[0]]
-    result: dict[str, Any] = {}
+    with evidence_on_failure(engine, zone, tmp_path):
+        front = zone.fronts[0]
+        states = [raft(zone.boxes[0], front, oned_port(i)) for i in range(MEMBERS)]
+        old = next(i for i, s in enumerate(states) if s["STATE"] == 3)
+        survivors = [i for i in range(MEMBERS) if i != old]
+        watcher = zone.boxes[survivors[0]]
+        result: dict[str, Any] = {}
 
-    def watch() -> None:
-        run = watcher.exec_run(["/opt/onerun/bin/python", "-c", _FAILOVER], environment={
-            "HA_SESSION": f"oneadmin:{front.password}",
-            "HA_PORTS": json.dumps([oned_port(old), [oned_port(i) for i in survivors]])})
-        result["output"] = (run.output or b"").decode("utf-8", "replace")
+        def watch() -> None:
+            run = watcher.exec_run(["/opt/onerun/bin/python", "-c", _FAILOVER], environment={
+                "HA_SESSION": f"oneadmin:{front.password}",
+                "HA_PORTS": json.dumps([oned_port(old), [oned_port(i) for i in survivors]])})
+            result["output"] = (run.output or b"").decode("utf-8", "replace")
 
-    thread = threading.Thread(target=watch)
-    thread.start()
-    time.sleep(3)  # the watcher is polling the leader
-    zone.boxes[old].kill(signal="SIGKILL")
-    thread.join(150)
-    measured = json.loads(result["output"].strip().splitlines()[-1])
-    budget = ELECTION_MS / 1000 + 2
-    assert measured["election"] is not None and measured["election"] <= budget, measured
-    assert measured["write"] is not None, result["output"]
-    user_id = int(measured["user"])
+        thread = threading.Thread(target=watch)
+        thread.start()
+        time.sleep(3)  # the watcher is polling the leader
+        zone.boxes[old].kill(signal="SIGKILL")
+        thread.join(150)
+        measured = json.loads(result["output"].strip().splitlines()[-1])
+        budget = ELECTION_MS / 1000 + 2
+        assert measured["election"] is not None and measured["election"] <= budget, measured
+        assert measured["write"] is not None, result["output"]
+        user_id = int(measured["user"])
 
-    # The old leader's container comes back in its pod: a follower, with the missed write.
-    back = zone.restart(engine, images.current, pod, old)
-    tier.wait_ready(back, READY)
-    converged = wait_converged(zone.boxes[survivors[0]], front, 60)
-    assert raft(back, front, oned_port(old))["STATE"] == 2, converged
-    assert len({(s["COMMIT"], s["LOG_INDEX"]) for s in converged}) == 1, converged
-    xml = str(call(back, front, oned_port(old), "one.user.info", user_id, False))
-    assert "<NAME>during_failover_" in xml
-    print(f"failover: new leader {measured['election']:.2f} s, first write "
-          f"{measured['write']:.2f} s after the leader's port went away; raft {converged}")
+        # The old leader's container comes back in its pod: a follower, with the missed write.
+        back = zone.restart(engine, images.current, pod, old)
+        tier.wait_ready(back, READY)
+        converged = wait_converged(zone.boxes[survivors[0]], front, 60)
+        assert raft(back, front, oned_port(old))["STATE"] == 2, converged
+        assert len({(s["COMMIT"], s["LOG_INDEX"]) for s in converged}) == 1, converged
+        xml = str(call(back, front, oned_port(old), "one.user.info", user_id, False))
+        assert "<NAME>during_failover_" in xml
+        print(f"failover: new leader {measured['election']:.2f} s, first write "
+              f"{measured['write']:.2f} s after the leader's port went away; raft {converged}")
