@@ -145,8 +145,7 @@ def evidence_on_failure(engine: tier.Engine, zone: Zone, keep: Path) -> Iterator
                 print(f"--- member {i}: oned.log, last 150 lines (all in {keep}) ---")
                 print("\n".join(text.splitlines()[-150:]))
                 box = zone.boxes[i]
-                print(f"--- member {i}: container output, tail ---\n"
-                      f"{tier.logs(box)[-2000:] if box is not None else '(none)'}")
+                print(f"--- member {i}: container output, tail ---\n{tier.logs(box)[-2000:]}")
                 box.reload()
                 if box.status == "running":
                     print(f"--- member {i}: raftstatus {raft(box, zone.fronts[i], oned_port(i))}")
@@ -156,16 +155,19 @@ def evidence_on_failure(engine: tier.Engine, zone: Zone, keep: Path) -> Iterator
 
 
 def start_zone(engine: tier.Engine, images: TierImages, pod: tier.Pod) -> Zone:
-    """Three members started at once on empty volumes; returns once all three are ready."""
+    """Three members started at once on empty volumes (not waited for: ``wait_zone_ready``)."""
     base = tier.chart_frontend({"database": {"type": "sqlite"}})
     fronts = [member(base, i) for i in range(MEMBERS)]
     zone = Zone([None] * MEMBERS, fronts, [engine.volume() for _ in range(MEMBERS)],
                 [tier.empty_dirs(engine, front) for front in fronts])
     for i in range(MEMBERS):
         zone.restart(engine, images.current, pod, i)
+    return zone
+
+
+def wait_zone_ready(zone: Zone) -> None:
     for box in zone.boxes:
         tier.wait_ready(box, READY)
-    return zone
 
 
 def wait_converged(box: Any, front: tier.Frontend, timeout: float) -> list[dict[str, int]]:
@@ -180,10 +182,17 @@ def wait_converged(box: Any, front: tier.Frontend, timeout: float) -> list[dict[
 
 
 def test_formation_from_nothing_to_a_three_server_zone(
-    engine: tier.Engine, images: TierImages, pod: tier.Pod
+    engine: tier.Engine, images: TierImages, pod: tier.Pod, tmp_path: Path
 ) -> None:
     started = time.monotonic()
     zone = start_zone(engine, images, pod)
+    with evidence_on_failure(engine, zone, tmp_path):
+        check_formation_and_refusal(engine, images, pod, zone, started)
+
+
+def check_formation_and_refusal(engine: tier.Engine, images: TierImages, pod: tier.Pod, zone: Zone,
+                        started: float) -> None:
+    wait_zone_ready(zone)
     boxes, fronts = zone.boxes, zone.fronts
     formed = time.monotonic() - started
     front = fronts[0]
@@ -284,6 +293,7 @@ def test_failover_after_sigkill_of_the_leader_and_its_return_as_a_follower(
 ) -> None:
     zone = start_zone(engine, images, pod)
     with evidence_on_failure(engine, zone, tmp_path):
+        wait_zone_ready(zone)
         front = zone.fronts[0]
         states = [raft(zone.boxes[0], front, oned_port(i)) for i in range(MEMBERS)]
         old = next(i for i, s in enumerate(states) if s["STATE"] == 3)
