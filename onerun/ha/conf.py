@@ -21,15 +21,6 @@ def apply_zone(document: oneconf.Document, ha: HaSettings, server_id: int | None
         "SERVER_ID": SOLO if server_id is None else server_id,
     })
     document.merge_vector("RAFT", {
-        "ELECTION_TIMEOUT_MS": staggered_election_timeout(ha),
+        "ELECTION_TIMEOUT_MS": ha.election_timeout_ms,
         "BROADCAST_TIMEOUT_MS": ha.broadcast_timeout_ms,
     })
-
-
-def staggered_election_timeout(ha: HaSettings) -> int:
-    """The setting plus two heartbeats per place in the member list. oned's followers wait a
-    fixed ELECTION_TIMEOUT_MS (src/raft/RaftManager.cc, timer_action: no random part before the
-    first election), so followers that lost their leader together became candidates together
-    and split the vote; a same-term win after the split left real oned 7.4 unable to commit
-    (docs/ha.md, Failover). Staggered, one survivor asks first and the others vote for it."""
-    return ha.election_timeout_ms + 2 * ha.broadcast_timeout_ms * ha.members.index(ha.address)
