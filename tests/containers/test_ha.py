@@ -42,6 +42,16 @@ except OneApiError as exc:
     print(json.dumps({"ok": False, "error": str(exc)}))
 """
 
+# oned's Raft log as a member's one.db holds it (read-only): what each member really stored,
+# beside what its raftstatus claims. sqlcmd is zlib and base64 (src/sql/LogDB.cc).
+_LOGDB = """
+import base64, sqlite3, zlib
+db = sqlite3.connect("file:/var/lib/one/one.db?mode=ro", uri=True, timeout=5)
+for row in db.execute("SELECT log_index, term, applied, timestamp, fed_index, sqlcmd FROM logdb"
+                      " ORDER BY log_index"):
+    print(*row[:5], zlib.decompress(base64.b64decode(row[5])).decode()[:70])
+"""
+
 
 def oned_port(i: int) -> int:
     return 2633 + 10 * i
@@ -149,6 +159,9 @@ def evidence_on_failure(engine: tier.Engine, zone: Zone, keep: Path) -> Iterator
                 box.reload()
                 if box.status == "running":
                     print(f"--- member {i}: raftstatus {raft(box, zone.fronts[i], oned_port(i))}")
+                    rows = box.exec_run(["/opt/onerun/bin/python", "-c", _LOGDB]).output
+                    print(f"--- member {i}: logdb (index term applied timestamp fed_index sql)\n"
+                          f"{(rows or b'').decode('utf-8', 'replace')}")
             except Exception as exc:  # the evidence must never hide the failure itself
                 print(f"--- member {i}: no log ({exc}) ---")
         raise
