@@ -144,7 +144,8 @@ class Zone:
 def evidence_on_failure(engine: tier.Engine, zone: Zone, keep: Path) -> Iterator[None]:
     """On a failure, every member's oned.log (read from its /var/log/one emptyDir, so also
     a killed member's) goes to ``keep`` in full and its tail to the test's output, with the
-    tail of each container's own output: what a Raft failure is diagnosed from."""
+    tail of each container's own output and, for a running member, its raftstatus and its
+    Raft log: what a Raft failure is diagnosed from (docs/ha.md, Failover)."""
     try:
         yield
     except BaseException:
@@ -203,8 +204,9 @@ def test_formation_from_nothing_to_a_three_server_zone(
         check_formation_and_refusal(engine, images, pod, zone, started)
 
 
-def check_formation_and_refusal(engine: tier.Engine, images: TierImages, pod: tier.Pod, zone: Zone,
-                        started: float) -> None:
+def check_formation_and_refusal(engine: tier.Engine, images: TierImages, pod: tier.Pod,
+                                zone: Zone, started: float) -> None:
+    """The formation test's body, inside the evidence capture."""
     wait_zone_ready(zone)
     boxes, fronts = zone.boxes, zone.fronts
     formed = time.monotonic() - started
