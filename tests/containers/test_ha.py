@@ -15,7 +15,10 @@ import re
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,6 +40,16 @@ try:
     print(json.dumps({"ok": True, "value": client.call(method, *args)}))
 except OneApiError as exc:
     print(json.dumps({"ok": False, "error": str(exc)}))
+"""
+
+# oned's Raft log as a member's one.db holds it (read-only): what each member really stored,
+# beside what its raftstatus claims. sqlcmd is zlib and base64 (src/sql/LogDB.cc).
+_LOGDB = """
+import base64, sqlite3, zlib
+db = sqlite3.connect("file:/var/lib/one/one.db?mode=ro", uri=True, timeout=5)
+for row in db.execute("SELECT log_index, term, applied, timestamp, fed_index, sqlcmd FROM logdb"
+                      " ORDER BY log_index"):
+    print(*row[:5], zlib.decompress(base64.b64decode(row[5])).decode()[:70])
 """
 
 
@@ -127,17 +140,48 @@ class Zone:
         return self.boxes[i]
 
 
+@contextmanager
+def evidence_on_failure(engine: tier.Engine, zone: Zone, keep: Path) -> Iterator[None]:
+    """On a failure, every member's oned.log (read from its /var/log/one emptyDir, so also
+    a killed member's) goes to ``keep`` in full and its tail to the test's output, with the
+    tail of each container's own output and, for a running member, its raftstatus and its
+    Raft log: what a Raft failure is diagnosed from (docs/ha.md, Failover)."""
+    try:
+        yield
+    except BaseException:
+        for i, volume in enumerate(zone.scratch):
+            try:
+                text = engine.run_helper("cat /l/oned.log", {volume["/var/log/one"]: "/l"})
+                (keep / f"member-{i}-oned.log").write_text(text)
+                print(f"--- member {i}: oned.log, last 150 lines (all in {keep}) ---")
+                print("\n".join(text.splitlines()[-150:]))
+                box = zone.boxes[i]
+                print(f"--- member {i}: container output, tail ---\n{tier.logs(box)[-2000:]}")
+                box.reload()
+                if box.status == "running":
+                    print(f"--- member {i}: raftstatus {raft(box, zone.fronts[i], oned_port(i))}")
+                    rows = box.exec_run(["/opt/onerun/bin/python", "-c", _LOGDB]).output
+                    print(f"--- member {i}: logdb (index term applied timestamp fed_index sql)\n"
+                          f"{(rows or b'').decode('utf-8', 'replace')}")
+            except Exception as exc:  # the evidence must never hide the failure itself
+                print(f"--- member {i}: no log ({exc}) ---")
+        raise
+
+
 def start_zone(engine: tier.Engine, images: TierImages, pod: tier.Pod) -> Zone:
-    """Three members started at once on empty volumes; returns once all three are ready."""
+    """Three members started at once on empty volumes (not waited for: ``wait_zone_ready``)."""
     base = tier.chart_frontend({"database": {"type": "sqlite"}})
     fronts = [member(base, i) for i in range(MEMBERS)]
     zone = Zone([None] * MEMBERS, fronts, [engine.volume() for _ in range(MEMBERS)],
                 [tier.empty_dirs(engine, front) for front in fronts])
     for i in range(MEMBERS):
         zone.restart(engine, images.current, pod, i)
+    return zone
+
+
+def wait_zone_ready(zone: Zone) -> None:
     for box in zone.boxes:
         tier.wait_ready(box, READY)
-    return zone
 
 
 def wait_converged(box: Any, front: tier.Frontend, timeout: float) -> list[dict[str, int]]:
@@ -152,10 +196,18 @@ def wait_converged(box: Any, front: tier.Frontend, timeout: float) -> list[dict[
 
 
 def test_formation_from_nothing_to_a_three_server_zone(
-    engine: tier.Engine, images: TierImages, pod: tier.Pod
+    engine: tier.Engine, images: TierImages, pod: tier.Pod, tmp_path: Path
 ) -> None:
     started = time.monotonic()
     zone = start_zone(engine, images, pod)
+    with evidence_on_failure(engine, zone, tmp_path):
+        check_formation_and_refusal(engine, images, pod, zone, started)
+
+
+def check_formation_and_refusal(engine: tier.Engine, images: TierImages, pod: tier.Pod,
+                                zone: Zone, started: float) -> None:
+    """The formation test's body, inside the evidence capture."""
+    wait_zone_ready(zone)
     boxes, fronts = zone.boxes, zone.fronts
     formed = time.monotonic() - started
     front = fronts[0]
@@ -247,45 +299,47 @@ print(json.dumps({"election": elected and elected - lost, "write": written and w
 """
 
 
-# Passed twice here, then failed once in a full .ci/run: the new leader was elected in 1.9 s,
-# but every write through a survivor timed out for the rest of the two minutes. Not yet
-# understood (docs/ha.md, Status), so it is kept out of the default run until it is.
+# Stalls in most runs here: a new leader in about 2 s, then the surviving follower takes one
+# replicated record per LOG_PURGE_TIMEOUT and every write times out; the cause inside oned is
+# not found yet (docs/ha.md, Failover). Kept out of the default run until it is.
 @pytest.mark.unstable
 def test_failover_after_sigkill_of_the_leader_and_its_return_as_a_follower(
-    engine: tier.Engine, images: TierImages, pod: tier.Pod
+    engine: tier.Engine, images: TierImages, pod: tier.Pod, tmp_path: Path
 ) -> None:
     zone = start_zone(engine, images, pod)
-    front = zone.fronts[0]
-    states = [raft(zone.boxes[0], front, oned_port(i)) for i in range(MEMBERS)]
-    old = next(i for i, s in enumerate(states) if s["STATE"] == 3)
-    survivors = [i for i in range(MEMBERS) if i != old]
-    watcher = zone.boxes[survivors[0]]
-    result: dict[str, Any] = {}
+    with evidence_on_failure(engine, zone, tmp_path):
+        wait_zone_ready(zone)
+        front = zone.fronts[0]
+        states = [raft(zone.boxes[0], front, oned_port(i)) for i in range(MEMBERS)]
+        old = next(i for i, s in enumerate(states) if s["STATE"] == 3)
+        survivors = [i for i in range(MEMBERS) if i != old]
+        watcher = zone.boxes[survivors[0]]
+        result: dict[str, Any] = {}
 
-    def watch() -> None:
-        run = watcher.exec_run(["/opt/onerun/bin/python", "-c", _FAILOVER], environment={
-            "HA_SESSION": f"oneadmin:{front.password}",
-            "HA_PORTS": json.dumps([oned_port(old), [oned_port(i) for i in survivors]])})
-        result["output"] = (run.output or b"").decode("utf-8", "replace")
+        def watch() -> None:
+            run = watcher.exec_run(["/opt/onerun/bin/python", "-c", _FAILOVER], environment={
+                "HA_SESSION": f"oneadmin:{front.password}",
+                "HA_PORTS": json.dumps([oned_port(old), [oned_port(i) for i in survivors]])})
+            result["output"] = (run.output or b"").decode("utf-8", "replace")
 
-    thread = threading.Thread(target=watch)
-    thread.start()
-    time.sleep(3)  # the watcher is polling the leader
-    zone.boxes[old].kill(signal="SIGKILL")
-    thread.join(150)
-    measured = json.loads(result["output"].strip().splitlines()[-1])
-    budget = ELECTION_MS / 1000 + 2
-    assert measured["election"] is not None and measured["election"] <= budget, measured
-    assert measured["write"] is not None, result["output"]
-    user_id = int(measured["user"])
+        thread = threading.Thread(target=watch)
+        thread.start()
+        time.sleep(3)  # the watcher is polling the leader
+        zone.boxes[old].kill(signal="SIGKILL")
+        thread.join(150)
+        measured = json.loads(result["output"].strip().splitlines()[-1])
+        budget = ELECTION_MS / 1000 + 2
+        assert measured["election"] is not None and measured["election"] <= budget, measured
+        assert measured["write"] is not None, result["output"]
+        user_id = int(measured["user"])
 
-    # The old leader's container comes back in its pod: a follower, with the missed write.
-    back = zone.restart(engine, images.current, pod, old)
-    tier.wait_ready(back, READY)
-    converged = wait_converged(zone.boxes[survivors[0]], front, 60)
-    assert raft(back, front, oned_port(old))["STATE"] == 2, converged
-    assert len({(s["COMMIT"], s["LOG_INDEX"]) for s in converged}) == 1, converged
-    xml = str(call(back, front, oned_port(old), "one.user.info", user_id, False))
-    assert "<NAME>during_failover_" in xml
-    print(f"failover: new leader {measured['election']:.2f} s, first write "
-          f"{measured['write']:.2f} s after the leader's port went away; raft {converged}")
+        # The old leader's container comes back in its pod: a follower, with the missed write.
+        back = zone.restart(engine, images.current, pod, old)
+        tier.wait_ready(back, READY)
+        converged = wait_converged(zone.boxes[survivors[0]], front, 60)
+        assert raft(back, front, oned_port(old))["STATE"] == 2, converged
+        assert len({(s["COMMIT"], s["LOG_INDEX"]) for s in converged}) == 1, converged
+        xml = str(call(back, front, oned_port(old), "one.user.info", user_id, False))
+        assert "<NAME>during_failover_" in xml
+        print(f"failover: new leader {measured['election']:.2f} s, first write "
+              f"{measured['write']:.2f} s after the leader's port went away; raft {converged}")
