@@ -7,6 +7,7 @@ docs/settings.md between its marker comments) and commit the result.
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,16 @@ def test_the_generator_checks_and_rewrites(tmp_path: Path) -> None:
     assert rewritten.endswith(f"{END}\n\nprose stays\n")
     again = subprocess.run([*command, "--check"], cwd=PROJECT, timeout=60, check=False)
     assert again.returncode == 0
+
+
+def test_the_readme_lists_only_declared_settings_each_once() -> None:
+    """The README's short table is kept by hand: it may leave settings out, but it must
+    name no variable onerun does not read and no variable twice."""
+    readme = (PROJECT / "README.md").read_text()
+    section = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in section.splitlines()
+            if line.startswith("| `")]
+    named = [name for cell in rows for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", cell)]
+    declared = {declaration.name for declaration in SETTINGS}
+    assert [name for name in named if name not in declared] == []
+    assert sorted({name for name in named if named.count(name) > 1}) == []
