@@ -4,11 +4,14 @@ because several test folders have one)."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -260,3 +263,16 @@ ENCRYPTED_FIXTURE_STATEMENTS = (
 )
 ENCRYPTED_FIXTURE_VALUES = {"fingerprint": "ab" * 32, "user": "dXNlcg==", "datastore": "ZHM=",
                             "vm": "dm0=", "done": "ZG9uZQ=="}
+
+
+def load_chartlib() -> ModuleType:
+    """tests/chart/chartlib.py by path (tests/ directories are not packages)."""
+    if "chartlib" in sys.modules:
+        return sys.modules["chartlib"]
+    path = Path(__file__).resolve().parent / "chart" / "chartlib.py"
+    spec = importlib.util.spec_from_file_location("chartlib", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["chartlib"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

@@ -11,17 +11,15 @@ answers are verbatim those of three real oned 7.0 in one zone (a leader and two 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import stat
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from testlib import load_chartlib
 
 from ci import ha_cluster_test as ha
 from onerun.ha.label import ROLE_LABEL
@@ -309,19 +307,6 @@ def test_an_image_without_a_tag_is_refused_before_anything_runs(
 
 
 # --- the chart names the script relies on ---------------------------------------------------
-
-
-def load_chartlib() -> ModuleType:
-    """tests/chart/chartlib.py by path (tests/ directories are not packages)."""
-    if "chartlib" in sys.modules:
-        return sys.modules["chartlib"]
-    path = Path(__file__).resolve().parents[1] / "chart" / "chartlib.py"
-    spec = importlib.util.spec_from_file_location("chartlib", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["chartlib"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def nested(values: dict[str, str]) -> dict[str, Any]:

@@ -13,22 +13,20 @@ no privilege escalation.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import os
 import re
-import sys
 import tarfile
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path, PurePosixPath
-from types import ModuleType
+from pathlib import PurePosixPath
 from typing import Any
 
 from testcontainers.core.container import DockerContainer
+from testlib import load_chartlib
 
 from ci import boot_test
 
@@ -37,19 +35,6 @@ from ci import boot_test
 TREE_SERVICES = "oned,hem,oneflow,onegate,ssh-agent"
 STOP_BUDGET = 60.0  # README "Processes, logs and stopping": the worst-case stop budget
 Start = Callable[[DockerContainer], Any]
-
-
-def load_chartlib() -> ModuleType:
-    """tests/chart/chartlib.py by path (tests/ directories are not packages)."""
-    if "chartlib" in sys.modules:
-        return sys.modules["chartlib"]
-    path = Path(__file__).resolve().parents[1] / "chart" / "chartlib.py"
-    spec = importlib.util.spec_from_file_location("chartlib", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["chartlib"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass
